@@ -1,0 +1,29 @@
+from training import modelzoo_log as zlog
+
+
+def test_step_line_round_trip_and_field_layout():
+    head = zlog.prefix("npu", 0)
+    line = zlog.format_step(head, 3, 120, 834, [("Time", 0.305, 0.31, "6.3f"), ("Data", 0.001, 0.002, "6.3f"),
+                                                 ("Loss", 2.1, 2.3, ".4e"), ("Acc@1", 45.3, 40.1, "6.2f"),
+                                                 ("Acc@5", 70.0, 68.0, "6.2f")])
+    assert line.startswith("[npu id: 0 ] Epoch: [3][120/834]\tTime")
+    assert zlog.parse_line(line) == {"kind": "step", "epoch": 3, "step": 120, "steps": 834,
+                                     "loss": 2.1, "loss_avg": 2.3}
+
+
+def test_fps_and_acc_lines_keep_modelzoo_whitespace_fields():
+    head = zlog.prefix("cuda", 1)
+    fps = zlog.format_fps(head, 5038.5081, 0.3049)
+    assert fps == "[cuda id: 1 ] * FPS@all 5038.508, TIME@all 0.305"
+    assert fps.split()[6].rstrip(",") == "5038.508"  # awk '{print $7}' in the original scripts
+    acc = zlog.format_acc(head, 65.158, 86.0)
+    assert acc.split()[7] == "65.158"  # awk '{print $8}'
+    assert zlog.parse_log([fps, "noise", acc]) == [
+        {"kind": "fps", "fps": 5038.508, "step_time": 0.305},
+        {"kind": "acc", "ema": False, "acc1": 65.158, "acc5": 86.0}]
+
+
+def test_ema_line_is_not_taken_for_the_model_accuracy_by_grep():
+    line = zlog.format_acc(zlog.prefix("cpu", 0), 50.0, 80.0, tag=zlog.EMA_ACC_TAG)
+    assert "AVG-ACC" not in line
+    assert zlog.parse_line(line)["ema"] is True
