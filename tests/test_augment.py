@@ -1,0 +1,211 @@
+"""training/augment.py against torchvision: crop box sampling, colour jitter, reduced decoding (PSNR)."""
+import os
+import random
+
+import numpy as np
+import pytest
+import torch
+import torchvision.transforms as T
+import torchvision.transforms.functional as TF
+from PIL import Image
+from scipy.stats import ks_2samp
+from sklearn.datasets import load_sample_images
+
+from training import augment
+
+
+def _torchvision_boxes(width, height, count):
+    torch.manual_seed(0)
+    image = torch.empty(3, height, width)
+    boxes = []
+    for _ in range(count):
+        top, left, crop_h, crop_w = T.RandomResizedCrop.get_params(image, [0.08, 1.0], [3.0 / 4.0, 4.0 / 3.0])
+        boxes.append((left, top, crop_w, crop_h))
+    return np.array(boxes)
+
+
+def _our_boxes(width, height, count):
+    rng = random.Random(0)
+    return np.array([augment.random_crop_box(width, height, rng) for _ in range(count)])
+
+
+@pytest.mark.parametrize("size", [(500, 375), (375, 500), (60, 20), (31, 30)])
+def test_crop_box_distribution_is_torchvisions(size):
+    """Same sampling rule: each coordinate's distribution matches (two-sample KS), boxes stay in the image."""
+    width, height = size
+    ours, theirs = _our_boxes(width, height, 4000), _torchvision_boxes(width, height, 4000)
+    assert ours[:, 0].min() >= 0 and ours[:, 1].min() >= 0
+    assert (ours[:, 0] + ours[:, 2]).max() <= width and (ours[:, 1] + ours[:, 3]).max() <= height
+    for column in range(4):
+        assert ks_2samp(ours[:, column], theirs[:, column]).pvalue > 1e-3, (size, column)
+    # The share of fallback (central) boxes matches too.
+    def central(boxes):
+        return np.mean((boxes[:, 0] == (width - boxes[:, 2]) // 2) & (boxes[:, 1] == (height - boxes[:, 3]) // 2))
+    assert abs(central(ours) - central(theirs)) < 0.03
+
+
+class _TorchDraws:
+    """A `random.Random` stand-in that draws from torch's global generator exactly as get_params does."""
+
+    def uniform(self, low, high):
+        return torch.empty(1).uniform_(low, high).item()
+
+    def randint(self, low, high):
+        return int(torch.randint(low, high + 1, size=(1,)).item())
+
+
+@pytest.mark.parametrize("size", [(500, 375), (40, 300)])
+def test_crop_box_rule_replays_torchvision_exactly(size):
+    """Fed torchvision's own random draws, the rule gives torchvision's boxes (same draws, order, rounding)."""
+    width, height = size
+    torch.manual_seed(3)
+    ours = [augment.random_crop_box(width, height, _TorchDraws()) for _ in range(500)]
+    torch.manual_seed(3)
+    image = torch.empty(3, height, width)
+    theirs = []
+    for _ in range(500):
+        top, left, crop_h, crop_w = T.RandomResizedCrop.get_params(image, [0.08, 1.0], [3.0 / 4.0, 4.0 / 3.0])
+        theirs.append((left, top, crop_w, crop_h))
+    assert ours == theirs
+
+
+@pytest.mark.parametrize("size", [(2000, 10), (10, 2000)])
+def test_crop_box_fallback_equals_torchvision(size):
+    """Where no try can fit (extreme aspect), the central box clamped to the ratio is torchvision's exactly."""
+    width, height = size
+    assert tuple(_our_boxes(width, height, 1)[0]) == tuple(_torchvision_boxes(width, height, 1)[0])
+
+
+def _reference_jitter(images, factors, order):
+    """torchvision's functional tensor ops, one image at a time, in the given order."""
+    functions = {augment.BRIGHTNESS: TF.adjust_brightness, augment.CONTRAST: TF.adjust_contrast,
+                 augment.SATURATION: TF.adjust_saturation}
+    out = []
+    for image, row, steps in zip(images, factors.tolist(), order.tolist()):
+        for op in steps:
+            image = functions[op](image, row[op])
+        out.append(image)
+    return torch.stack(out)
+
+
+@pytest.mark.parametrize("strength", [0.2, 0.4, 1.5])
+def test_batched_and_per_image_jitter_equal_torchvision(strength):
+    generator = torch.Generator()
+    generator.manual_seed(1)
+    images = torch.rand(12, 3, 9, 7, generator=generator)
+    factors, order = augment.sample_jitter(12, strength, generator)
+    expected = _reference_jitter(images, factors, order)
+    batched = augment.color_jitter_(images.clone(), factors, order)
+    assert torch.allclose(batched, expected, atol=2e-6)
+    one = images.clone()
+    for i in range(12):
+        augment.color_jitter_one_(one[i], factors[i].tolist(), order[i].tolist())
+    assert torch.allclose(one, expected, atol=2e-6)
+    # The 0..255 scale used by DevicePreprocess gives 255 times the same result.
+    scaled = augment.color_jitter_(images * 255.0, factors, order, bound=255.0)
+    assert torch.allclose(scaled / 255.0, expected, atol=1e-5)
+    assert (expected - images).abs().max() > 0.01  # the jitter did something
+
+
+def test_jitter_factors_and_orders_are_torchvisions_distribution():
+    generator = torch.Generator()
+    generator.manual_seed(0)
+    factors, order = augment.sample_jitter(6000, 0.4, generator)
+    assert factors.min() >= 0.6 and factors.max() <= 1.4
+    assert abs(factors.mean().item() - 1.0) < 0.01
+    assert torch.equal(order.sort(dim=1).values, torch.arange(3).expand(6000, 3))
+    counts = {}
+    for row in order.tolist():
+        counts[tuple(row)] = counts.get(tuple(row), 0) + 1
+    assert len(counts) == 6 and min(counts.values()) > 900  # all 6 orders, about 1000 each
+    again = torch.Generator()
+    again.manual_seed(0)
+    assert torch.equal(augment.sample_jitter(6000, 0.4, again)[0], factors)
+    low_factors, _ = augment.sample_jitter(100, 1.5, generator)
+    assert low_factors.min() >= 0.0  # lower bound max(0, 1 - s), as torchvision
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Reduced decoding: real photos (scikit-learn's china.jpg and flower.jpg), saved as ImageNet-like JPEGs
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    """The two 640x427 photos and 2x upscales (1280x854, so 1/2 and 1/4 DCT reductions apply), quality 90."""
+    folder = tmp_path_factory.mktemp("photos")
+    paths = []
+    for index, array in enumerate(load_sample_images().images):
+        image = Image.fromarray(array)
+        for scale in (1, 2):
+            path = os.path.join(str(folder), "photo{}_x{}.jpg".format(index, scale))
+            image.resize((640 * scale, 427 * scale), augment.BILINEAR).save(path, quality=90)
+            paths.append(path)
+    return paths
+
+
+def _psnr(a, b):
+    mse = np.mean((np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)) ** 2)
+    return 10 * np.log10(255.0 ** 2 / max(mse, 1e-12))
+
+
+def test_reduced_train_decoding_is_close_to_full_decoding(photos):
+    """Our crop (reduced DCT decoding + one resize) vs torchvision's resized_crop on the full decode: >= 30 dB."""
+    rng = random.Random(0)
+    psnrs, reductions = [], []
+    for path in photos:
+        full = Image.open(path).convert("RGB")
+        for out_size in (112, 224):
+            for _ in range(6):
+                left, top, crop_w, crop_h = augment.random_crop_box(full.size[0], full.size[1], rng)
+                box = (left, top, left + crop_w, top + crop_h)
+                decoded, _ = augment.open_reduced(path, lambda w, h, b=box: b, out_size)
+                reductions.append(full.size[0] / float(decoded.size[0]))
+                ours = augment.decode_box(path, lambda w, h, b=box: b, out_size)
+                theirs = TF.resized_crop(full, top, left, crop_h, crop_w, [out_size, out_size],
+                                         interpolation=T.InterpolationMode.BILINEAR)
+                assert ours.shape == (out_size, out_size, 3) and ours.dtype == np.uint8
+                psnrs.append(_psnr(ours, theirs))
+    assert max(reductions) >= 4 and min(reductions) == 1  # the reduced paths were exercised
+    assert min(psnrs) >= 30.0, sorted(psnrs)[:3]
+
+
+def test_reduced_val_decoding_is_close_to_torchvision_val(photos):
+    """val_image vs Resize(256) + CenterCrop(224) on the full decode: >= 30 dB (1/2 reduction on large photos)."""
+    transform = T.Compose([T.Resize(256), T.CenterCrop(224)])
+    for path in photos:
+        ours = augment.val_image(path, 256, 224)
+        theirs = transform(Image.open(path).convert("RGB"))
+        assert ours.shape == (224, 224, 3)
+        assert _psnr(ours, theirs) >= 30.0, path
+
+
+def test_center_crop_box_is_resize_then_center_crop():
+    # 500x375: Resize(256) -> 341x256, CenterCrop(224) -> left round(58.5)=58 (banker's rounding), top 16.
+    left, top, right, bottom = augment.center_crop_box(500, 375, 256, 224)
+    assert left == pytest.approx(58 * 500 / 341.0) and top == pytest.approx(16 * 375 / 256.0)
+    assert right - left == pytest.approx(224 * 500 / 341.0) and bottom - top == pytest.approx(224 * 375 / 256.0)
+
+
+def test_flip_mirrors_the_crop(photos):
+    box = (10, 20, 310, 250)
+    plain = augment.decode_box(photos[0], lambda w, h: box, 64)
+    flipped = augment.decode_box(photos[0], lambda w, h: box, 64, flip=True)
+    assert np.array_equal(flipped, plain[:, ::-1])
+
+
+@pytest.mark.parametrize("mode,fmt", [("L", "JPEG"), ("CMYK", "JPEG"), ("P", "PNG"), ("RGBA", "PNG"),
+                                      ("I;16", "PNG"), ("RGB", "BMP")])
+def test_modes_and_formats_decode_like_convert_rgb(tmp_path, mode, fmt):
+    """Grayscale, CMYK, palette, alpha, 16-bit and BMP files give RGB crops equal to convert('RGB') + resize."""
+    array = load_sample_images().images[1][::4, ::4]  # 160x107 photo
+    image = Image.fromarray(array)
+    if mode == "I;16":
+        image = Image.fromarray(np.asarray(image.convert("L")).astype(np.uint16) * 200)
+    elif mode != "RGB":
+        image = image.convert(mode)
+    path = str(tmp_path / "image.{}".format(fmt.lower()))
+    image.save(path, format=fmt)
+    ours = augment.val_image(path, 72, 64)
+    theirs = T.Compose([T.Resize(72), T.CenterCrop(64)])(Image.open(path).convert("RGB"))
+    assert ours.shape == (64, 64, 3)
+    assert _psnr(ours, theirs) >= 35.0

@@ -1,0 +1,287 @@
+"""training/data.py: folders and their errors, loaders, seeds, sharding, bad images, device preprocessing."""
+import logging
+import os
+import shutil
+
+import numpy as np
+import pytest
+import torch
+import torchvision.transforms.functional as TF
+
+from tests.datasets import make_image_folder
+from training import augment, data
+from training.errors import UserError
+
+
+@pytest.fixture()
+def root(tmp_path):
+    """3 classes x 8 train, 3 val images of 48x40."""
+    return make_image_folder(str(tmp_path / "data"), classes=3, train_per_class=8, val_per_class=3)
+
+
+def _batches(loader):
+    return [(images.clone(), targets.clone(), bad) for images, targets, bad in loader]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Folders
+
+
+def test_check_data_root_accepts_an_imagenet_layout(root):
+    train_dir, val_dir = data.check_data_root(root)
+    assert (train_dir, val_dir) == (os.path.join(root, "train"), os.path.join(root, "val"))
+    assert data.num_classes(train_dir) == 3
+
+
+@pytest.mark.parametrize("breakage,needle", [
+    ("no_root", "data folder not found"),
+    ("no_train", "no train/ folder"),
+    ("no_val", "no val/ folder"),
+    ("no_classes", "no class folders"),
+    ("empty_class", "empty class folder"),
+    ("only_text", "empty class folder"),
+    ("val_class_missing", "val/ classes differ"),
+])
+def test_check_data_root_names_what_is_missing(root, breakage, needle):
+    if breakage == "no_root":
+        root = os.path.join(root, "nowhere")
+    elif breakage == "no_train":
+        shutil.rmtree(os.path.join(root, "train"))
+    elif breakage == "no_val":
+        shutil.rmtree(os.path.join(root, "val"))
+    elif breakage == "no_classes":
+        for name in os.listdir(os.path.join(root, "train")):
+            shutil.rmtree(os.path.join(root, "train", name))
+    elif breakage == "empty_class":
+        os.makedirs(os.path.join(root, "train", "class_3"))
+        os.makedirs(os.path.join(root, "val", "class_3"))
+    elif breakage == "only_text":
+        for split in ("train", "val"):
+            os.makedirs(os.path.join(root, split, "class_3"))
+            with open(os.path.join(root, split, "class_3", "notes.txt"), "w") as handle:
+                handle.write("not an image")
+    elif breakage == "val_class_missing":
+        shutil.rmtree(os.path.join(root, "val", "class_1"))
+    with pytest.raises(UserError) as info:
+        data.check_data_root(root)
+    message = str(info.value)
+    assert needle in message and "\n" not in message
+    if breakage in ("empty_class", "only_text"):
+        assert "class_3" in message
+
+
+def test_scan_is_sorted_recursive_and_skips_other_files(root, caplog):
+    train = os.path.join(root, "train")
+    os.makedirs(os.path.join(train, "class_0", "nested"))
+    shutil.copy(os.path.join(train, "class_0", "train_0.jpg"), os.path.join(train, "class_0", "nested", "a.JPEG"))
+    for name in ("readme.txt", ".hidden.jpg"):
+        with open(os.path.join(train, "class_1", name), "w") as handle:
+            handle.write("x")
+    with caplog.at_level(logging.WARNING, logger="training.data"):
+        samples, classes = data.scan_folder(train)
+    assert classes == ["class_0", "class_1", "class_2"]
+    assert len(samples) == 25 and [t for _, t in samples] == sorted(t for _, t in samples)
+    assert os.path.join(train, "class_0", "nested", "a.JPEG") in [p for p, _ in samples]
+    assert not any(p.endswith((".txt", ".hidden.jpg")) for p, _ in samples)
+    assert "skipped 1 files" in caplog.text
+
+
+def test_empty_train_folder_fails_at_start(tmp_path):
+    os.makedirs(str(tmp_path / "train"))
+    with pytest.raises(UserError, match="no class folders"):
+        data.build_train_loader(str(tmp_path / "train"), 2, 0)
+    with pytest.raises(UserError, match="smaller than the crop size"):
+        data.build_val_loader(str(tmp_path / "train"), 2, 0, resize_size=200, crop_size=224)
+    with pytest.raises(UserError, match="fewer than one batch"):
+        data.build_train_loader(make_image_folder(str(tmp_path / "d"), 2, 2, 1) + "/train", 8, 0)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Loaders
+
+
+def test_train_batches_are_uint8_and_reproducible_with_any_worker_count(root):
+    train_dir = os.path.join(root, "train")
+    loader, sampler = data.build_train_loader(train_dir, 5, 0, crop_size=32, seed=7)
+    assert len(loader) == 24 // 5  # drop_last
+    sampler.set_epoch(3)
+    first = _batches(loader)
+    assert len(first) == 4
+    for images, targets, bad in first:
+        assert images.dtype == torch.uint8 and images.shape == (5, 3, 32, 32) and images.is_contiguous()
+        assert targets.dtype == torch.int64 and bad == 0
+    again = _batches(loader)  # same epoch again: identical
+    assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(first, again))
+    sampler.set_epoch(4)
+    other = _batches(loader)
+    assert not all(torch.equal(a[0], b[0]) for a, b in zip(first, other))
+    workers, worker_sampler = data.build_train_loader(train_dir, 5, 2, crop_size=32, seed=7)
+    worker_sampler.set_epoch(3)
+    in_workers = _batches(workers)
+    assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(first, in_workers))
+
+
+def test_train_shards_cover_the_data_set_once_per_epoch(root):
+    train_dir = os.path.join(root, "train")
+    seen = []
+    for rank in range(3):
+        loader, sampler = data.build_train_loader(train_dir, 2, 0, crop_size=16, world_size=3, rank=rank, seed=1)
+        sampler.set_epoch(0)
+        keys = list(sampler)
+        assert len(keys) == len(sampler) == 8
+        seen.extend(index for index, _ in keys)
+    assert sorted(seen) == list(range(24))
+
+
+def test_val_shards_see_every_image_exactly_once(root):
+    val_dir = os.path.join(root, "val")  # 9 images over 2 ranks: 5 + 4, no padding
+    dataset_order = [t for _, t in data.scan_folder(val_dir)[0]]
+    targets = []
+    for rank in range(2):
+        loader = data.build_val_loader(val_dir, 2, 0, resize_size=36, crop_size=32, world_size=2, rank=rank)
+        got = torch.cat([t for _, t, _ in loader]).tolist()
+        assert got == dataset_order[rank::2]
+        targets.extend(got)
+    assert sorted(targets) == sorted(dataset_order)
+
+
+def test_val_batches_equal_load_val_image(root):
+    val_dir = os.path.join(root, "val")
+    loader = data.build_val_loader(val_dir, 4, 0, resize_size=36, crop_size=32)
+    images = torch.cat([i for i, _, _ in loader])
+    paths = [p for p, _ in data.scan_folder(val_dir)[0]]
+    assert images.shape == (9, 3, 32, 32)
+    for k in (0, 8):
+        assert torch.equal(images[k], data.load_val_image(paths[k], 36, 32))
+
+
+def test_load_val_image_errors_name_the_file(tmp_path):
+    with pytest.raises(UserError, match="image not found: .*missing.jpg"):
+        data.load_val_image(str(tmp_path / "missing.jpg"))
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not a jpeg at all")
+    with pytest.raises(UserError, match="unreadable image .*broken.jpg"):
+        data.load_val_image(str(broken))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Bad images
+
+
+def _break_files(root):
+    """A corrupt, a truncated and a text-in-.jpg file in train/; returns their paths."""
+    folder = os.path.join(root, "train", "class_1")
+    good = open(os.path.join(folder, "train_0.jpg"), "rb").read()
+    paths = [os.path.join(folder, name) for name in ("corrupt.jpg", "truncated.jpg", "text.jpg")]
+    with open(paths[0], "wb") as handle:
+        handle.write(good[:200] + bytes(range(256)) * 4)
+    with open(paths[1], "wb") as handle:
+        handle.write(good[:len(good) // 2])
+    with open(paths[2], "w") as handle:
+        handle.write("this is not an image\n")
+    return paths
+
+
+def test_bad_images_are_replaced_counted_and_warned_once(root, caplog):
+    bad_paths = _break_files(root)
+    loader, sampler = data.build_train_loader(os.path.join(root, "train"), 3, 0, crop_size=16, seed=0)
+    with caplog.at_level(logging.WARNING, logger="training.data"):
+        counts = []
+        for epoch in range(2):
+            sampler.set_epoch(epoch)
+            for images, targets, bad in loader:
+                assert images.shape == (3, 3, 16, 16) and targets.shape == (3,)
+                counts.append(bad)
+    # 27 files, 9 batches of 3 per epoch (drop_last keeps all 27): each bad file read once per epoch at least.
+    assert sum(counts) >= 2 * len(bad_paths)
+    for path in bad_paths:
+        assert caplog.text.count(path) == 1  # once over both epochs
+
+
+def test_strict_data_raises_user_error_naming_the_file(root):
+    bad_paths = _break_files(root)
+    for workers in (0, 1):
+        loader, _ = data.build_train_loader(os.path.join(root, "train"), 3, workers, crop_size=16, strict=True)
+        message = None
+        try:  # not pytest.raises: a kept traceback would hold the worker iterator and slow its shutdown
+            for _ in loader:
+                pass
+        except UserError as exc:
+            message = str(exc)
+        assert message is not None
+        assert message.startswith("unreadable image ") and "\n" not in message
+        assert any(path in message for path in bad_paths)
+    assert all(os.path.exists(path) for path in bad_paths)  # nothing is deleted or rewritten
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Device side
+
+
+def _reference(images_uint8, factors=None, order=None):
+    out = []
+    for k, image in enumerate(images_uint8.float() / 255.0):
+        if factors is not None:
+            for op in order[k].tolist():
+                function = {0: TF.adjust_brightness, 1: TF.adjust_contrast, 2: TF.adjust_saturation}[op]
+                image = function(image, factors[k, op].item())
+        out.append(TF.normalize(image, data.MEAN, data.STD))
+    return torch.stack(out)
+
+
+def test_device_preprocess_normalizes_and_jitters_like_torchvision():
+    images = torch.randint(0, 256, (6, 3, 10, 12), dtype=torch.uint8)
+    original = images.clone()
+    plain = data.DevicePreprocess(jitter=0.4)(images, train=False)
+    assert plain.dtype == torch.float32 and torch.allclose(plain, _reference(images), atol=1e-5)
+    generator = torch.Generator()
+    generator.manual_seed(5)
+    jittered = data.DevicePreprocess(jitter=0.4, generator=generator)(images, train=True)
+    generator.manual_seed(5)
+    factors, order = augment.sample_jitter(6, 0.4, generator)
+    assert torch.allclose(jittered, _reference(images, factors, order), atol=1e-4)
+    assert torch.equal(images, original)  # the input is never modified
+    assert torch.allclose(data.DevicePreprocess(jitter=0.0)(images, train=True), plain)
+    last = data.DevicePreprocess(channels_last=True)(images, train=False)
+    assert last.is_contiguous(memory_format=torch.channels_last) and torch.allclose(last, plain)
+    with pytest.raises(UserError):
+        data.DevicePreprocess(jitter=-1)
+
+
+def test_synthetic_loader_yields_uint8_batches_on_the_device():
+    loader = data.SyntheticLoader(4, 16, 10, torch.device("cpu"), steps=3)
+    batches = list(loader)
+    assert len(loader) == 3 and len(batches) == 3
+    for images, targets, bad in batches:
+        assert images.dtype == torch.uint8 and images.shape == (4, 3, 16, 16)
+        assert targets.dtype == torch.int64 and int(targets.max()) < 10 and bad == 0
+    assert np.unique(batches[0][0].numpy()).size > 200  # random pixels, not a constant
+
+
+# ----------------------------------------------------------------------------------------------------------
+# tools/bench_loader.py
+
+
+def test_bench_loader_makes_imagenet_like_data_and_prints_json(tmp_path, capsys):
+    import json
+    import sys
+
+    from PIL import Image
+
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools"))
+    import bench_loader
+
+    root = str(tmp_path / "bench")
+    assert bench_loader.main(["--make-data", root, "--count", "24"]) == 0
+    samples, classes = data.scan_folder(os.path.join(root, "train"))
+    assert len(samples) == 24 and len(classes) == 10
+    with Image.open(samples[0][0]) as image:
+        assert image.format == "JPEG" and max(image.size) >= 400
+    capsys.readouterr()
+    assert bench_loader.main(["--data", root, "--workers", "0", "--batches", "1", "--batch-size", "4",
+                              "--rounds", "1"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["workers"] == 0 and result["ours_img_s"] > 0 and result["torchvision_img_s"] > 0
+    assert result["ratio"] == pytest.approx(result["ours_img_s"] / result["torchvision_img_s"], rel=0.05)
+    assert sum(result["shares"].values()) == pytest.approx(1.0, abs=0.01)
+    assert bench_loader.main(["--workers", "0"]) == 2  # no --data: one-line error, non-zero exit
