@@ -1,0 +1,2 @@
+"""Fake Ascend apex: `apex.amp` and `apex.optimizers` record their calls in `apex.CALLS`."""
+CALLS = []

@@ -1,0 +1,144 @@
+"""training/device.py: device choice, guarded imports, weight-decay groups, AMP; the torch_npu and apex paths run
+against the recording fakes in tests/fakes."""
+import sys
+
+import pytest
+import torch
+from conftest import FAKES_DIR
+from torch import nn
+
+from training import checkpoint as ckpt
+from training import device as devices
+from training import engine, schedule
+from training.errors import UserError
+
+
+def small_net():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                         nn.Linear(4, 3))
+
+
+@pytest.fixture
+def fresh_imports(monkeypatch):
+    """Forget cached guarded imports and fake modules; restore torch.npu afterwards."""
+    names = ("torch_npu", "apex", "apex.amp", "apex.optimizers")
+    saved = {name: sys.modules.pop(name) for name in names if name in sys.modules}
+    monkeypatch.setattr(devices, "_IMPORTS", {})
+    monkeypatch.setattr(torch, "npu", None, raising=False)
+    yield monkeypatch
+    # monkeypatch only restores keys that existed before: drop the fakes imported during the test ourselves
+    for name in names:
+        sys.modules.pop(name, None)
+    sys.modules.update(saved)
+
+
+@pytest.fixture
+def fakes(fresh_imports):
+    fresh_imports.syspath_prepend(FAKES_DIR)
+    import apex
+    import torch_npu
+    del apex.CALLS[:]
+    del torch_npu.CALLS[:]
+    return apex, torch_npu
+
+
+def test_broken_torch_npu_is_reported_with_its_reason(fresh_imports, tmp_path):
+    (tmp_path / "torch_npu.py").write_text("raise OSError('libhccl.so: cannot open shared object file')\n")
+    fresh_imports.syspath_prepend(str(tmp_path))
+    with pytest.raises(UserError, match=r"--device npu: torch_npu cannot be used \(OSError: libhccl.so"):
+        devices.resolve_device_type("npu")
+    # auto falls back without raising, and the failed import is not retried
+    assert devices.resolve_device_type("auto") in ("cuda", "cpu")
+    assert devices.resolve_device_type("cpu") == "cpu"
+
+
+def test_sys_exit_inside_torch_npu_import_is_caught(fresh_imports, tmp_path):
+    (tmp_path / "torch_npu.py").write_text("import sys\nsys.exit(1)\n")
+    fresh_imports.syspath_prepend(str(tmp_path))
+    module, reason = devices.import_torch_npu()
+    assert module is None and reason.startswith("SystemExit")
+
+
+def test_fake_npu_is_chosen_by_auto_and_selected(fakes):
+    _, torch_npu = fakes
+    assert devices.resolve_device_type("auto") == "npu"
+    assert devices.device_count("npu") == 8
+    try:
+        devices.set_device("npu", 3)
+    except RuntimeError:
+        pass  # this torch has no "npu" device type (the real torch_npu registers it); the call is what we check
+    assert ("set_device", (3,), {}) in torch_npu.CALLS
+    assert devices.default_backend("npu") == "hccl"
+    assert devices.resolve_device_type("gpu" if torch.cuda.is_available() else "cpu") in ("cuda", "cpu")
+
+
+def test_cuda_request_without_gpu_is_a_user_error():
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    with pytest.raises(UserError, match="--device cuda"):
+        devices.resolve_device_type("gpu")
+
+
+def test_weight_decay_groups():
+    net = small_net()
+    groups = devices.parameter_groups(net, 1e-4, norm_weight_decay=0.0, bias_weight_decay=0.0)
+    by_wd = {g["weight_decay"]: len(g["params"]) for g in groups}
+    assert by_wd == {1e-4: 2, 0.0: 4}  # conv + fc weights; BN weight/bias + conv/fc biases
+    assert len(devices.parameter_groups(net, 1e-4)) == 1  # defaults: one group with --wd
+    assert sum(len(g["params"]) for g in devices.parameter_groups(net, 1e-4, 0.0)) == 6
+
+
+def test_apex_path_with_fakes_trains_and_checkpoints(fakes, capsys):
+    apex, _ = fakes
+    amp = devices.build_amp(True, "npu", "O2", "64")
+    assert amp.kind == "apex" and amp.scaler is None
+    net = small_net()
+    optimizer = devices.build_optimizer(net, 0.1, 0.9, 1e-4, 0.0, None,
+                                        devices.import_apex()[1], device_type="npu")
+    assert type(optimizer).__name__ == "NpuFusedSGD"
+    net, optimizer = amp.prepare(net, optimizer)
+    assert ("initialize", {"opt_level": "O2", "loss_scale": 64.0, "combine_grad": True}) in apex.CALLS
+
+    batches = [(torch.randint(0, 256, (4, 3, 8, 8), dtype=torch.uint8), torch.tensor([0, 1, 2, 0]), 0)] * 3
+    state = engine.TrainState(optimizer, nn.CrossEntropyLoss(), amp, lambda x, train: x.float() / 255.0,
+                              schedule.LrSchedule(0.1, 1, 3), torch.device("cpu"), world_size=1)
+    before = net[0].weight.detach().clone()
+    record = engine.train_one_epoch(net, batches, state, epoch=0, steps=3)
+    assert [c for c in apex.CALLS if c[0] == "scale_loss"] == [("scale_loss", "NpuFusedSGD")] * 3
+    assert not torch.equal(before, net[0].weight)
+    assert record["kind"] == "epoch" and record["loss"] > 0
+
+    saved = ckpt.build_checkpoint(1, "x", net.state_dict(), optimizer.state_dict(), 0.0, {}, amp_state=amp.state_dict())
+    assert saved["amp"] == {"loss_scaler0": {"loss_scale": 64.0, "unskipped": 3}}
+    amp.load_state_dict(saved["amp"])
+    assert apex.CALLS[-1] == ("load_state_dict", saved["amp"])
+
+    # on CUDA, NVIDIA apex has no combine_grad and the optimizer stays torch's SGD
+    del apex.CALLS[:]
+    cuda_amp = devices.build_amp(True, "cuda", "O1", "-1")
+    cuda_amp.prepare(small_net(), torch.optim.SGD(small_net().parameters(), lr=0.1))
+    assert apex.CALLS == [("initialize", {"opt_level": "O1", "loss_scale": "dynamic", "combine_grad": None})]
+    assert type(devices.build_optimizer(small_net(), 0.1, 0.9, 0.0, device_type="cuda",
+                                        apex_optimizers=devices.import_apex()[1])) is torch.optim.SGD
+
+
+def test_native_amp_on_cpu_warns_without_apex_and_uses_bfloat16(fresh_imports):
+    fresh_imports.setitem(sys.modules, "apex", None)  # import apex -> ImportError
+    lines = []
+    amp = devices.build_amp(True, "cpu", "O2", "64", log=lines.append)
+    assert lines and lines[0].startswith("warning: --amp: apex is not available")
+    assert amp.kind == "native-bfloat16" and amp.scaler is None and amp.state_dict() is None
+    with amp.autocast():
+        out = nn.Linear(4, 2)(torch.ones(1, 4))
+    assert out.dtype == torch.bfloat16
+    assert devices.build_amp(False, "cpu").kind == "off"
+
+
+def test_bad_amp_flags():
+    with pytest.raises(UserError, match="--loss-scale"):
+        devices.build_amp(True, "cpu", "O2", "lots", log=lambda s: None)
+    with pytest.raises(UserError, match="--loss-scale"):
+        devices.build_amp(True, "cpu", "O2", "0", log=lambda s: None)
+    with pytest.raises(UserError, match="--opt-level"):
+        devices.build_amp(True, "cpu", "O7", None, log=lambda s: None)

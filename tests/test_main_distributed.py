@@ -1,0 +1,83 @@
+"""main.py with several CPU processes (gloo): --multiprocessing-distributed (3) and torchrun (2). The val set (7
+images) does not divide by either world size; the distributed Acc@1 must equal a 1-process --evaluate of the same
+checkpoint, with every image counted exactly once."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import REPO_ROOT
+
+import main
+from tests.datasets import make_image_folder
+from training import modelzoo_log as zlog
+
+SMALL = ["-a", "shufflenet_v2_x0_5", "-j", "0", "--train-crop-size", "32", "--val-resize-size", "32",
+         "--val-crop-size", "32", "--device", "cpu", "--lr", "0.05", "--seed", "5", "--epochs", "1",
+         "--steps-per-epoch", "2", "-p", "1"]
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    root = make_image_folder(str(tmp_path_factory.mktemp("dist") / "data"), classes=3, train_per_class=4,
+                             val_per_class=3, size=(36, 36))
+    for name in ("class_0/val_2.jpg", "class_1/val_2.jpg"):  # 7 val images: not divisible by 2 or 3
+        os.remove(os.path.join(root, "val", name))
+    return root
+
+
+def run(command, timeout=240):
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env.pop("MASTER_PORT", None)
+    result = subprocess.run(command, capture_output=True, text=True,
+                            env=env, cwd=REPO_ROOT, timeout=timeout)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+def accuracy(stdout):
+    accs = [r for r in zlog.parse_log(stdout.splitlines()) if r["kind"] == "acc"]
+    assert len(accs) == 1
+    return accs[0]["acc1"], accs[0]["acc5"]
+
+
+def last_eval(out):
+    with open(os.path.join(out, "metrics.jsonl")) as stream:
+        return [r for r in map(json.loads, stream) if r["kind"] == "eval"][-1]
+
+
+def evaluate_one_process(data_root, out, capsys):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert main.main(SMALL + ["--data", data_root, "-b", "2", "--evaluate", "--output-dir", out + "-eval",
+                                  "--resume", os.path.join(out, "checkpoint.pth.tar")]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    return accuracy(capsys.readouterr().out), last_eval(out + "-eval")["images"]
+
+
+@pytest.mark.parametrize("launcher", ["spawn3", "torchrun2"])
+def test_distributed_run_matches_single_process_evaluation(launcher, data_root, tmp_path, capsys):
+    out = str(tmp_path / launcher)
+    if launcher == "spawn3":
+        command = [sys.executable, "main.py", "--multiprocessing-distributed", "--device_num", "3", "-b", "6"]
+        world = 3
+    else:
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                   "main.py", "-b", "4"]
+        world = 2
+    stdout = run(command + SMALL + ["--data", data_root, "--output-dir", out])
+    steps = [r for r in zlog.parse_log(stdout.splitlines()) if r["kind"] == "step"]
+    assert [(r["epoch"], r["step"]) for r in steps] == [(0, 0), (0, 1)]  # rank 0 alone prints
+    fps = [r for r in zlog.parse_log(stdout.splitlines()) if r["kind"] == "fps"]
+    assert len(fps) == 1 and fps[0]["fps"] > 0
+    distributed_acc = accuracy(stdout)
+    assert last_eval(out)["images"] == 7
+    assert torch.load(os.path.join(out, "checkpoint.pth.tar"), weights_only=True)["args"]["batch_size"] == 2 * world
+
+    single_acc, images = evaluate_one_process(data_root, out, capsys)
+    assert images == 7
+    assert single_acc == distributed_acc

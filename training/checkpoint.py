@@ -1,0 +1,184 @@
+"""Checkpoints: atomic writes, full and weights-only loads, RNG state.
+
+A checkpoint is written to a temporary file in the same folder, fsynced and renamed over the old one, so a crash,
+Ctrl-C or SIGKILL at any moment leaves either the previous or the new checkpoint, never half a file. Everything in
+it is a tensor, number, string, list or dict, so `torch.load(path, weights_only=True)` accepts it, and
+`state_dict` has no `module.` prefix, so torchvision's ShuffleNetV2 loads it directly.
+"""
+import os
+import random
+import tempfile
+
+import numpy as np
+import torch
+
+from training.errors import UserError
+
+# Keys of a main.py checkpoint that hold large tensors (left out of `meta`).
+_BIG_KEYS = ("state_dict", "optimizer", "model_ema", "amp", "rng")
+
+
+def atomic_save(obj, path):
+    """torch.save to a temp file next to `path`, fsync, then rename over `path` (atomic on POSIX)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    handle, temp = tempfile.mkstemp(prefix=".tmp-", suffix=".part", dir=folder)
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            torch.save(obj, stream)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.chmod(temp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
+        os.replace(temp, path)
+    except BaseException:
+        if os.path.exists(temp):
+            os.remove(temp)
+        raise
+    try:  # make the rename itself durable
+        dir_fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError:
+        pass
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def strip_module_prefix(state_dict):
+    """DistributedDataParallel / DataParallel save keys as `module.x`; torchvision expects `x`."""
+    prefix = "module."
+    return {(k[len(prefix):] if k.startswith(prefix) else k): v for k, v in state_dict.items()}
+
+
+def plain(value):
+    """argparse values as plain Python (lists instead of tuples), loadable with weights_only=True."""
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return str(value)
+
+
+def rng_state():
+    """Python, numpy, torch CPU (and CUDA) generator states, as plain types and tensors."""
+    np_state = np.random.get_state()
+    py_state = random.getstate()
+    state = {
+        "python": [py_state[0], list(py_state[1]), py_state[2]],
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), int(np_state[2]), int(np_state[3]),
+                  float(np_state[4])],
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state):
+    """Inverse of rng_state(); missing parts are left alone."""
+    if not state:
+        return
+    if "python" in state:
+        version, internal, gauss = state["python"]
+        random.setstate((version, tuple(internal), gauss))
+    if "numpy" in state:
+        name, keys, pos, has_gauss, cached = state["numpy"]
+        np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    if "torch" in state:
+        torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def torch_load(path, weights_only=True):
+    """torch.load on the CPU; weights_only where this torch supports it (1.13+)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=weights_only)
+    except TypeError as exc:
+        if "weights_only" not in str(exc):
+            raise
+        return torch.load(path, map_location="cpu")
+
+
+def _is_state_dict(obj):
+    return isinstance(obj, dict) and bool(obj) and all(
+        isinstance(k, str) and torch.is_tensor(v) for k, v in obj.items())
+
+
+def load_checkpoint(path):
+    """The dict stored at `path` (a main.py checkpoint or a bare state_dict); UserError for a missing, truncated or
+    foreign file."""
+    if not path or not os.path.isfile(path):
+        raise UserError("--resume: no such checkpoint file: {}".format(path))
+    try:
+        obj = torch_load(path)
+    except Exception as exc:  # truncated zip, pickle of foreign objects, random bytes...
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError("{} is not a readable checkpoint (truncated or not saved by torch.save?): {}".format(
+            path, reason[:200])) from None
+    if _is_state_dict(obj):
+        return obj
+    if isinstance(obj, dict) and _is_state_dict(obj.get("state_dict")):
+        return obj
+    raise UserError("{} is not a checkpoint: expected a state_dict or a dict with a 'state_dict' entry".format(path))
+
+
+def load_model_weights(path):
+    """(state_dict without `module.` prefixes, meta) for a main.py checkpoint or a bare state_dict.
+
+    `meta` is the checkpoint without its big tensors (arch, epoch, best_acc1, classes, args ...), `{}` for a bare
+    state_dict. Used by --resume/--pretrained, tools/demo.py and the exporters.
+    """
+    obj = load_checkpoint(path)
+    if "state_dict" in obj and not torch.is_tensor(obj["state_dict"]):
+        meta = {k: v for k, v in obj.items() if k not in _BIG_KEYS}
+        return strip_module_prefix(obj["state_dict"]), meta
+    return strip_module_prefix(obj), {}
+
+
+def load_into_model(model, state_dict, path):
+    """load_state_dict with a one-line UserError naming the first mismatching keys (wrong arch or class count)."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in own]
+    shapes = [k for k in own if k in state_dict and tuple(own[k].shape) != tuple(state_dict[k].shape)]
+    if missing or unexpected or shapes:
+        parts = []
+        if missing:
+            parts.append("missing {}".format(", ".join(missing[:3])))
+        if unexpected:
+            parts.append("unexpected {}".format(", ".join(unexpected[:3])))
+        if shapes:
+            parts.append("shape mismatch in {} ({} vs {})".format(
+                shapes[0], tuple(state_dict[shapes[0]].shape), tuple(own[shapes[0]].shape)))
+        raise UserError("{} does not fit this model (--arch / --num-classes?): {}".format(path, "; ".join(parts)))
+    model.load_state_dict(state_dict)
+
+
+def build_checkpoint(epoch, arch, model_state, optimizer_state, best_acc1, args, classes=None, amp_state=None,
+                     ema_state=None, with_rng=True):
+    """The dict main.py saves. `epoch` is the next epoch to run (as the original), so --resume continues there."""
+    checkpoint = {
+        "epoch": int(epoch),
+        "arch": arch,
+        "state_dict": strip_module_prefix(model_state),
+        "optimizer": optimizer_state,
+        "best_acc1": float(best_acc1),
+        "args": plain(args),
+        "classes": plain(classes),
+    }
+    if amp_state is not None:
+        checkpoint["amp"] = amp_state
+    if ema_state is not None:
+        checkpoint["model_ema"] = strip_module_prefix(ema_state)
+    if with_rng:
+        checkpoint["rng"] = rng_state()
+    return checkpoint
