@@ -1,0 +1,221 @@
+"""Classify images with a trained ShuffleNetV2: top-5 classes with probabilities per image.
+
+    python tools/demo.py CHECKPOINT IMAGE_OR_FOLDER... [--classes DATA_DIR_OR_FILE] [--ema] [--device cuda]
+
+CHECKPOINT is a main.py checkpoint (checkpoint.pth.tar / model_best.pth.tar) or a bare state_dict such as
+torchvision's shufflenetv2_x1-5666bf0f80.pth; the width (x0.5 ... x2.0) and the class count are read from it.
+Images are decoded, resized and cropped exactly as in validation (training.data.load_val_image) and normalized by
+the same DevicePreprocess as training. A folder argument means every image inside it (recursively).
+
+Class names, first found: --classes (a data set folder: the class sub-folders of DIR/train or DIR; or a text
+file, one name per line), the `classes` a main.py checkpoint carries, the ImageNet-1k names shipped in
+data/imagenet1k_classes.tsv for 1000-class weights, else "class N".
+
+`load_model` is also used by tools/export_onnx.py: one way to turn a checkpoint file into an eval-mode model.
+"""
+import argparse
+import os
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+import torch  # noqa: E402
+
+import models  # noqa: E402
+from models.shufflenetv2_wock_op_woct import STAGES_OUT_CHANNELS  # noqa: E402
+from training import data  # noqa: E402
+from training.checkpoint import load_checkpoint, load_into_model, load_model_weights, strip_module_prefix  # noqa: E402
+from training.errors import UserError  # noqa: E402
+
+IMAGENET_CLASSES = os.path.join(ROOT, "data", "imagenet1k_classes.tsv")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Model
+
+
+def infer_arch(state_dict, path):
+    """The width of a ShuffleNetV2 state_dict, from conv5's weight shape (stage4 -> conv5 channels differ by width)."""
+    weight = state_dict.get("conv5.0.weight")
+    if weight is None or weight.dim() != 4:
+        raise UserError("{} holds no ShuffleNetV2 weights (no conv5.0.weight)".format(path))
+    shape = (int(weight.shape[0]), int(weight.shape[1]))
+    for arch, channels in sorted(STAGES_OUT_CHANNELS.items()):
+        if shape == (channels[4], channels[3]):
+            return arch
+    raise UserError("{}: conv5 of shape {} matches no ShuffleNetV2 width ({})".format(
+        path, shape, ", ".join(models.MODEL_NAMES)))
+
+
+def load_model(path, arch=None, ema=False, shuffle_impl=None):
+    """(eval-mode model on the CPU, meta) from a main.py checkpoint or a bare state_dict; UserError on bad input.
+
+    `meta` is load_model_weights' meta with "arch" always filled in (for a bare state_dict: the inferred width).
+    `ema=True` takes the weight average a `--model-ema` run saved beside the model ("model_ema" entry).
+    `arch` overrides what the checkpoint says or the weights imply; `shuffle_impl` picks the channel shuffle
+    implementation (None: models' default, by device).
+    """
+    if not os.path.isfile(path):
+        raise UserError("checkpoint not found: {}".format(path))
+    state_dict, meta = load_model_weights(path)
+    if ema:
+        averaged = load_checkpoint(path).get("model_ema")
+        if not isinstance(averaged, dict) or not averaged:
+            raise UserError("{} has no EMA weights (was it trained with --model-ema?)".format(path))
+        state_dict = strip_module_prefix(averaged)
+    arch = arch or meta.get("arch") or infer_arch(state_dict, path)
+    fc = state_dict.get("fc.weight")
+    if fc is None or fc.dim() != 2:
+        raise UserError("{} holds no ShuffleNetV2 classifier (no fc.weight)".format(path))
+    try:
+        options = {"shuffle_impl": shuffle_impl} if shuffle_impl else {}
+        model = models.build_model(arch, num_classes=int(fc.shape[0]), **options)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    load_into_model(model, state_dict, path)
+    model.eval()
+    return model, dict(meta, arch=arch)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Class names
+
+
+def read_name_file(path):
+    """Names from a text file, one per line; `wnid<TAB>name` lines (data/imagenet1k_classes.tsv) give the name."""
+    try:
+        with open(path, encoding="utf-8") as stream:
+            lines = [line.rstrip("\n\r") for line in stream]
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError("cannot read class names from {}: {}".format(path, exc)) from None
+    return [line.split("\t")[-1].strip() for line in lines if line.strip()]
+
+
+def imagenet_names():
+    """{wnid: name} and the name list of the shipped ImageNet-1k file (index order = sorted wnids)."""
+    lines = read_name_file(IMAGENET_CLASSES)
+    with open(IMAGENET_CLASSES, encoding="utf-8") as stream:
+        wnids = [line.split("\t")[0] for line in stream if line.strip()]
+    return dict(zip(wnids, lines)), lines
+
+
+def class_names(num_classes, meta, classes_arg=None):
+    """A name per class index (see the module docstring for the order of sources); UserError on a count mismatch."""
+    source, names = None, None
+    if classes_arg:
+        source = classes_arg
+        if os.path.isdir(classes_arg):
+            train = os.path.join(classes_arg, "train")
+            names = data._require_classes(train if os.path.isdir(train) else classes_arg)
+        elif os.path.isfile(classes_arg):
+            names = read_name_file(classes_arg)
+        else:
+            raise UserError("--classes: no such folder or file: {}".format(classes_arg))
+    elif meta.get("classes"):
+        source, names = "the checkpoint", [str(n) for n in meta["classes"]]
+    elif num_classes == 1000:
+        return imagenet_names()[1]
+    else:
+        return ["class {}".format(i) for i in range(num_classes)]
+    if len(names) != num_classes:
+        raise UserError("{} names {} classes but the model has {}".format(source, len(names), num_classes))
+    by_wnid, _ = imagenet_names()
+    # ImageNet folder names (n01440764 ...) read better with their English name beside them
+    return ["{} ({})".format(by_wnid[n], n) if n in by_wnid else n for n in names]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Images
+
+
+def expand_images(arguments):
+    """Files as given, folders replaced by the images inside them (sorted); UserError for a missing path."""
+    paths = []
+    for argument in arguments:
+        if os.path.isdir(argument):
+            found, _ = data._image_files(argument)
+            if not found:
+                raise UserError("no image files in folder {}".format(argument))
+            paths.extend(found)
+        elif os.path.isfile(argument):
+            paths.append(argument)
+        else:
+            raise UserError("no such image file or folder: {}".format(argument))
+    return paths
+
+
+def predict(model, paths, device, resize_size=256, crop_size=224, topk=5, batch_size=32):
+    """Yield (path, [(probability, class index), ...] best first) per image, a batch at a time, so a long folder
+    shows results as it goes; UserError for an unreadable image."""
+    preprocess = data.DevicePreprocess(jitter=0.0)
+    k = min(topk, model.fc.out_features)
+    for start in range(0, len(paths), batch_size):
+        chunk = paths[start:start + batch_size]
+        images = torch.stack([data.load_val_image(p, resize_size, crop_size) for p in chunk]).to(device)
+        with torch.no_grad():
+            probabilities = torch.softmax(model(preprocess(images, train=False)).float(), dim=1)
+        values, indices = probabilities.topk(k, dim=1)
+        for path, row_values, row_indices in zip(chunk, values.tolist(), indices.tolist()):
+            yield path, list(zip(row_values, row_indices))
+
+
+def format_result(path, top, names):
+    lines = [path]
+    for rank, (probability, index) in enumerate(top, 1):
+        lines.append("  {}. {:6.2f}%  {}".format(rank, 100.0 * probability, names[index]))
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Command line
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(
+        description="Top-5 classes with probabilities for images, from a main.py checkpoint or torchvision weights.")
+    parser.add_argument("checkpoint", help="main.py checkpoint (.pth.tar) or a bare state_dict (.pth)")
+    parser.add_argument("images", nargs="+", metavar="IMAGE_OR_FOLDER", help="image files and/or folders of images")
+    parser.add_argument("--classes", "--data", dest="classes", metavar="DIR_OR_FILE",
+                        help="class names: the data set folder (its train/ class folders) or a file, one per line")
+    parser.add_argument("--arch", choices=models.MODEL_NAMES, help="override the width read from the checkpoint")
+    parser.add_argument("--ema", action="store_true", help="use the --model-ema weights saved in the checkpoint")
+    parser.add_argument("--topk", type=int, default=5, help="classes shown per image (default 5)")
+    parser.add_argument("--resize-size", type=int, default=256, help="shorter side before the crop (default 256)")
+    parser.add_argument("--crop-size", type=int, default=224, help="centre crop (default 224)")
+    parser.add_argument("--device", default="cpu", help="torch device: cpu (default), cuda, cuda:1, npu:0 ...")
+    args = parser.parse_args(argv)
+    if args.topk < 1 or args.crop_size < 1 or args.resize_size < args.crop_size:
+        raise UserError("--topk must be >= 1 and --resize-size >= --crop-size >= 1")
+    return args
+
+
+def resolve_device(name):
+    """torch.device for --device; the NPU plug-in is imported (guarded) only when asked for."""
+    from training.device import resolve_device_type
+
+    kind, _, index = name.partition(":")
+    kind = resolve_device_type(kind)
+    return torch.device("{}:{}".format(kind, index) if index and kind != "cpu" else kind)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    device = resolve_device(args.device)
+    model, meta = load_model(args.checkpoint, args.arch, args.ema)
+    paths = expand_images(args.images)
+    names = class_names(model.fc.out_features, meta, args.classes)
+    model.to(device)
+    for path, top in predict(model, paths, device, args.resize_size, args.crop_size, args.topk):
+        print(format_result(path, top, names))
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except UserError as exc:
+        print("error: {}".format(exc), file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)

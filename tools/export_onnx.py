@@ -1,0 +1,177 @@
+"""Export a ShuffleNetV2 checkpoint to ONNX with a dynamic batch, for onnxruntime and Ascend ATC alike.
+
+    python tools/export_onnx.py CHECKPOINT OUTPUT.onnx [--opset 11|13] [--ema] [--crop-size 224]
+
+Input `input`: float32 [batch, 3, crop, crop], RGB, normalized as in training ((pixel/255 - mean) / std with
+ImageNet's mean/std, after Resize(256) + CenterCrop(224)); output `output`: float32 [batch, classes] logits.
+Height and width stay fixed (ATC compiles static shapes best); the batch is dynamic.
+
+Choices, and why:
+- opset 11 by default: every ATC release that imports ONNX accepts opset 11 (13 only the newer ones), and
+  onnxruntime runs both. The graph uses Conv, Relu, MaxPool, Concat, Gather, ReduceMean and Gemm only, whose
+  meaning is the same in 11 and 13, so `--opset 13` gives the same numbers.
+- channel shuffle as cat + index_select (ONNX Concat + Gather): the transpose form exports the shape arithmetic of
+  its reshapes for a dynamic batch (1,166 nodes for x0.5, mostly Shape/Gather/Unsqueeze/Concat/Reshape chains);
+  the index_select form is 29 Gathers with constant indices (222 nodes in all). Exporters that cannot inline the
+  model's custom autograd Function (torch older than 2.1: no `autograd_inlining` argument) get the transpose form,
+  which exports everywhere.
+- BatchNorm is folded into the convolutions by the exporter (eval mode, constant folding).
+- torch >= 2.9 defaults to the dynamo exporter, which needs the onnxscript package: the TorchScript exporter is asked
+  for (dynamo=False) where that argument exists, so no extra package is needed.
+- The file is written to a temporary name and renamed, so an interrupted export never leaves a broken OUTPUT.onnx.
+After the export, onnxruntime (when installed) runs the file on two batch sizes and the largest difference from
+torch is printed; above --tolerance it is an error.
+"""
+import argparse
+import inspect
+import json
+import os
+import sys
+import tempfile
+import warnings
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import torch  # noqa: E402
+
+import models  # noqa: E402
+from demo import load_model  # noqa: E402
+from training.data import MEAN, STD  # noqa: E402
+from training.errors import UserError  # noqa: E402
+
+OPSETS = (11, 13)
+INPUT_NAME, OUTPUT_NAME = "input", "output"
+
+
+def _export_parameters():
+    return inspect.signature(torch.onnx.export).parameters
+
+
+def shuffle_impl_for_export():
+    """index_select where the exporter inlines the model's autograd Function (torch >= 2.1), else transpose."""
+    return "index_select" if "autograd_inlining" in _export_parameters() else "transpose"
+
+
+def export(model, path, crop_size=224, opset=11, metadata=None):
+    """Write `model` (eval mode, CPU) to `path` as ONNX with a dynamic batch and `metadata` strings."""
+    options = {"dynamo": False} if "dynamo" in _export_parameters() else {}
+    folder = os.path.dirname(os.path.abspath(path))
+    handle, temp = tempfile.mkstemp(prefix=".tmp-", suffix=".onnx", dir=folder)
+    os.close(handle)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)  # trace-time shape checks, all constant here
+            warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*")
+            warnings.filterwarnings("ignore", message=".*feature will be removed.*")
+            torch.onnx.export(
+                model, (torch.zeros(1, 3, crop_size, crop_size),), temp, opset_version=opset,
+                input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], do_constant_folding=True,
+                dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}}, **options)
+        if metadata:
+            add_metadata(temp, metadata)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temp, 0o666 & ~umask)  # mkstemp made it private; give it the permissions of a normal new file
+        os.replace(temp, path)
+    finally:
+        if os.path.exists(temp):
+            os.remove(temp)
+
+
+def add_metadata(path, metadata):
+    """Key/value strings in the model's metadata_props (skipped when the onnx package is not installed)."""
+    try:
+        import onnx
+    except ImportError:
+        return
+    proto = onnx.load(path)
+    for key, value in metadata.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save(proto, path)
+
+
+def max_difference(model, path, batch_sizes=(1, 3), crop_size=224, seed=0):
+    """Largest |onnxruntime - torch| over random inputs of each batch size; None without onnxruntime."""
+    try:
+        import onnxruntime
+    except ImportError:
+        return None
+    session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+    generator = torch.Generator().manual_seed(seed)
+    worst = 0.0
+    for batch in batch_sizes:
+        inputs = torch.randn(batch, 3, crop_size, crop_size, generator=generator)
+        with torch.no_grad():
+            expected = model(inputs).numpy()
+        actual = session.run([OUTPUT_NAME], {INPUT_NAME: inputs.numpy()})[0]
+        if actual.shape != expected.shape:
+            raise UserError("onnxruntime returned shape {} for batch {}, torch {}".format(
+                actual.shape, batch, expected.shape))
+        worst = max(worst, float(abs(actual - expected).max()))
+    return worst
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(
+        description="Export a main.py checkpoint or torchvision weights to ONNX (dynamic batch, opset 11 or 13).")
+    parser.add_argument("checkpoint", help="main.py checkpoint (.pth.tar) or a bare state_dict (.pth)")
+    parser.add_argument("output", help="the .onnx file to write")
+    parser.add_argument("--opset", type=int, default=11, choices=OPSETS,
+                        help="ONNX opset (default 11: accepted by onnxruntime and every ATC with ONNX import)")
+    parser.add_argument("--crop-size", type=int, default=224, help="input height and width (default 224)")
+    parser.add_argument("--arch", choices=models.MODEL_NAMES, help="override the width read from the checkpoint")
+    parser.add_argument("--ema", action="store_true", help="export the --model-ema weights saved in the checkpoint")
+    parser.add_argument("--tolerance", type=float, default=1e-4,
+                        help="largest allowed |onnxruntime - torch| in the check after export (default 1e-4)")
+    parser.add_argument("--no-check", action="store_true", help="skip the onnxruntime comparison")
+    args = parser.parse_args(argv)
+    if args.crop_size < 32:
+        raise UserError("--crop-size must be at least 32 (five stride-2 stages), got {}".format(args.crop_size))
+    if os.path.isdir(args.output):
+        raise UserError("output {} is a folder; give a file name such as shufflenet.onnx".format(args.output))
+    folder = os.path.dirname(os.path.abspath(args.output))
+    if not os.path.isdir(folder):
+        raise UserError("output folder does not exist: {}".format(folder))
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    impl = shuffle_impl_for_export()
+    model, meta = load_model(args.checkpoint, args.arch, args.ema, shuffle_impl=impl)
+    metadata = {
+        "arch": meta["arch"],
+        "source": os.path.basename(args.checkpoint) + (" (EMA weights)" if args.ema else ""),
+        "num_classes": str(model.fc.out_features),
+        "preprocessing": "RGB; resize shorter side to {:d}, center crop {c}x{c}; (x/255 - mean) / std; "
+                         "mean {}, std {}".format(round(args.crop_size * 256 / 224), tuple(MEAN), tuple(STD),
+                                                  c=args.crop_size),
+    }
+    if meta.get("classes"):
+        metadata["classes"] = json.dumps([str(c) for c in meta["classes"]])
+    export(model, args.output, args.crop_size, args.opset, metadata)
+    print("wrote {} ({}, opset {}, dynamic batch, input [batch, 3, {c}, {c}], channel shuffle: {})".format(
+        args.output, meta["arch"], args.opset, impl, c=args.crop_size))
+    if args.no_check:
+        return 0
+    difference = max_difference(model, args.output, crop_size=args.crop_size)
+    if difference is None:
+        print("onnxruntime not installed: output not checked")
+    elif difference > args.tolerance:
+        raise UserError("onnxruntime differs from torch by {:.3g} (> --tolerance {:g})".format(
+            difference, args.tolerance))
+    else:
+        print("onnxruntime matches torch for batch 1 and 3: max |difference| {:.3g}".format(difference))
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except UserError as exc:
+        print("error: {}".format(exc), file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)

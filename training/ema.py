@@ -1,0 +1,259 @@
+"""Weight EMA (`--model-ema`) and BatchNorm recalibration (`--bn-recalibrate`).
+
+ModelEma keeps an exponential moving average of a model's weights in a separate copy that is evaluated and
+checkpointed beside the model. After every optimizer step, `update(model)` does, for every state_dict entry
+(non-persistent buffers such as the channel shuffle's index tables are constants and left alone):
+
+    floating parameters and floating buffers (BN running_mean / running_var):  ema = decay * ema + (1 - decay) * value
+    integer buffers (BN num_batches_tracked):                                  ema = value (copied)
+
+Averaging the BN statistics too (rather than copying the model's) keeps them consistent with the averaged weights
+as far as an average can; `recalibrate_bn` recomputes them exactly at the end of training when asked.
+
+The update is one fused multi-tensor operation where torch has one (`_foreach_lerp_`, else `_foreach_mul_` +
+`_foreach_add_`), not ~300 small ones per step; lerp also leaves a constant weight exactly constant.
+
+Half-precision weights (apex O2 on Ascend keeps conv/linear weights in float16) cannot absorb updates of
+(1 - 0.9999) x value: they are below float16's resolution and the average would never move. So the average of
+every tensor that is not float32/float64 is accumulated in a float32 "shadow" and copied (rounded) into `.module`.
+
+recalibrate_bn follows the last step of megvii's ShuffleNetV2 recipe: after training, forget the running statistics
+and recompute them as a plain (cumulative) average over N training batches, with the weights frozen (lr 0).
+"""
+import copy
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from training.errors import UserError
+
+
+def unwrap_model(model):
+    """The bare module inside DistributedDataParallel / DataParallel / torch.compile wrappers."""
+    while True:
+        if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+            model = model.module
+        elif hasattr(model, "_orig_mod"):  # torch.compile's OptimizedModule
+            model = model._orig_mod
+        else:
+            return model
+
+
+class ModelEma:
+    """Exponential moving average of a model's weights; `.module` is the averaged copy (eval mode, no grads)."""
+
+    def __init__(self, model, decay=0.9999):
+        decay = float(decay)
+        if not 0.0 < decay < 1.0:
+            raise UserError("--model-ema decay must be between 0 and 1 (exclusive), got {}".format(decay))
+        self.decay = decay
+        self.updates = 0
+        self.module = copy.deepcopy(unwrap_model(model))
+        self.module.eval()
+        for param in self.module.parameters():
+            param.requires_grad_(False)
+        # The work of one update, planned once by position in _tensors() order: averaged, copied, or skipped
+        # (non-persistent buffers such as the channel shuffle's index tables are constants).
+        persistent = set(self.module.state_dict())
+        self._names = [name for name, _ in _named_tensors(self.module)]
+        self._average, self._copy = [], []
+        # float32 accumulators for the low-precision floating entries (see the module docstring), by name
+        self._shadow = {}
+        for index, (name, tensor) in enumerate(_named_tensors(self.module)):
+            if name not in persistent:
+                continue
+            if tensor.is_floating_point():
+                self._average.append(index)
+                if _needs_shadow(tensor):
+                    self._shadow[name] = tensor.detach().float().clone()
+            else:
+                self._copy.append(index)
+
+    @torch.no_grad()
+    def update(self, model):
+        """Fold the current weights of `model` (plain or wrapped) into the average; call after each optimizer step.
+
+        One fused multi-tensor operation per step where this torch has them (a per-tensor loop costs ~300 small
+        kernel launches per step for x1.0, which shows on NPUs and GPUs)."""
+        current = _tensors(unwrap_model(model))
+        averaged = _tensors(self.module)
+        if len(current) != len(averaged):
+            raise ValueError("ModelEma.update: the model has {} parameters + buffers, the averaged copy {}".format(
+                len(current), len(averaged)))
+        targets, values, rounded = [], [], []
+        for index in self._average:
+            shadow = self._shadow.get(self._names[index])
+            target = averaged[index] if shadow is None else shadow
+            value = current[index]  # no detach needed: no_grad, and only read
+            targets.append(target)
+            values.append(value if value.dtype == target.dtype else value.to(target.dtype))
+            if shadow is not None:
+                rounded.append((averaged[index], shadow))
+        _blend(targets, values, 1.0 - self.decay)
+        for tensor, shadow in rounded:
+            tensor.copy_(shadow)
+        _copy([averaged[i] for i in self._copy], [current[i] for i in self._copy])
+        self.updates += 1
+
+    def state_dict(self):
+        """The averaged weights as a plain model state_dict (loadable into a bare model, e.g. by tools/demo.py).
+
+        Low-precision entries come from their float32 shadow unless the module's copy was changed since the last
+        update (e.g. by recalibrate_bn on `.module`): the module is the truth, the shadow only adds precision.
+        """
+        result = {}
+        for name, tensor in self.module.state_dict().items():
+            shadow = self._shadow.get(name)
+            if shadow is not None and torch.equal(shadow.to(tensor.dtype), tensor):
+                result[name] = shadow.clone()
+            else:
+                result[name] = tensor.detach().clone()
+        return result
+
+    def load_state_dict(self, state_dict):
+        """Restore the average from `state_dict()` output (on resume); `module.` prefixes are accepted."""
+        state_dict = {_strip_prefix(name): value for name, value in state_dict.items()}
+        self.module.load_state_dict(state_dict)
+        for name, shadow in self._shadow.items():
+            shadow.copy_(state_dict[name].to(device=shadow.device, dtype=shadow.dtype))
+
+
+def _named_tensors(module):
+    return list(module.named_parameters()) + list(module.named_buffers())
+
+
+def _tensors(module):
+    """Parameters then buffers, in registration order (the same order for a model and its deep copy)."""
+    return list(module.parameters()) + list(module.buffers())
+
+
+def _blend(tensors, others, weight):
+    """tensors = (1 - weight) * tensors + weight * others, in one fused pass where this torch and device have a
+    multi-tensor kernel (lerp: torch >= 2.0; mul + add: torch >= 1.7), else tensor by tensor.
+    A device without the fused kernel fails at dispatch, before any tensor changed, so falling back is safe."""
+    if not tensors:
+        return
+    if hasattr(torch, "_foreach_lerp_"):
+        try:
+            torch._foreach_lerp_(tensors, others, weight)
+            return
+        except (RuntimeError, NotImplementedError, TypeError):
+            pass
+    _scale(tensors, 1.0 - weight)
+    _add(tensors, others, weight)
+
+
+def _scale(tensors, factor):
+    """tensors *= factor; fused where available, else one by one."""
+    if hasattr(torch, "_foreach_mul_"):
+        try:
+            torch._foreach_mul_(tensors, factor)
+            return
+        except (RuntimeError, NotImplementedError, TypeError):
+            pass
+    for tensor in tensors:
+        tensor.mul_(factor)
+
+
+def _copy(tensors, others):
+    """tensors[i] = others[i]; fused where available (torch >= 2.1), else one by one."""
+    if tensors and hasattr(torch, "_foreach_copy_"):
+        try:
+            torch._foreach_copy_(tensors, others)
+            return
+        except (RuntimeError, NotImplementedError, TypeError):
+            pass
+    for tensor, other in zip(tensors, others):
+        tensor.copy_(other)
+
+
+def _add(tensors, others, alpha):
+    """tensors += alpha * others; fused where available, else one by one."""
+    if hasattr(torch, "_foreach_add_"):
+        try:
+            torch._foreach_add_(tensors, others, alpha=alpha)
+            return
+        except (RuntimeError, NotImplementedError, TypeError):
+            pass
+    for tensor, other in zip(tensors, others):
+        tensor.add_(other, alpha=alpha)
+
+
+def _needs_shadow(tensor):
+    return tensor.is_floating_point() and tensor.dtype not in (torch.float32, torch.float64)
+
+
+def _strip_prefix(name):
+    return name[len("module."):] if name.startswith("module.") else name
+
+
+def batchnorm_layers(model):
+    """All BatchNorm layers (1d/2d/3d/SyncBatchNorm) that keep running statistics."""
+    return [m for m in model.modules()
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+
+
+@torch.no_grad()
+def recalibrate_bn(model, batches, prepare, num_batches):
+    """Recompute BatchNorm running statistics over `num_batches` batches of `batches`; returns the batches used.
+
+    The statistics are reset and accumulated as a cumulative average (momentum=None), the model runs in train mode
+    under no_grad (weights untouched: lr 0), then momentum and every module's train/eval mode are restored.
+    `prepare(batch)` turns one item of `batches` into the input tensor on the model's device.
+    If the pass is interrupted (error, Ctrl-C) or sees no batch, the old statistics are put back.
+    Under torch.distributed every rank runs its own batches and the per-rank statistics are then averaged, so that
+    every rank evaluates and saves the same model.
+    """
+    num_batches = int(num_batches)
+    if num_batches <= 0:
+        raise UserError("--bn-recalibrate needs a positive number of batches, got {}".format(num_batches))
+    # Run the bare module: DDP would broadcast rank 0's buffers before every forward and mix the ranks' passes.
+    bare = unwrap_model(model)
+    layers = batchnorm_layers(bare)
+    if not layers:
+        return 0
+    saved = [(m.momentum, m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone())
+             for m in layers]
+    modes = [(m, m.training) for m in bare.modules()]
+    used = 0
+    try:
+        for layer in layers:
+            layer.reset_running_stats()
+            layer.momentum = None
+        bare.train()
+        for batch in batches:
+            if used >= num_batches:
+                break
+            bare(prepare(batch))
+            used += 1
+    except BaseException:
+        _restore_stats(layers, saved)
+        raise
+    finally:
+        for layer, (momentum, _, _, _) in zip(layers, saved):
+            layer.momentum = momentum
+        for module, training in modes:
+            module.training = training
+    if used == 0:
+        _restore_stats(layers, saved)
+        return 0
+    _average_across_ranks(layers)
+    return used
+
+
+def _restore_stats(layers, saved):
+    for layer, (_, mean, var, count) in zip(layers, saved):
+        layer.running_mean.copy_(mean)
+        layer.running_var.copy_(var)
+        layer.num_batches_tracked.copy_(count)
+
+
+def _average_across_ranks(layers):
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return
+    world = float(dist.get_world_size())
+    for layer in layers:
+        for stat in (layer.running_mean, layer.running_var):
+            dist.all_reduce(stat)
+            stat.div_(world)
