@@ -1,0 +1,477 @@
+"""The ModelZoo launchers test/train_{full,performance}_{1p,8p}.sh and their summary module.
+
+Two kinds of tests:
+- end to end: each launcher runs the real main.py on CPU (x0.5 model, 32-pixel crops, a few steps, tiny generated
+  images or --dummy); the 8p scripts start 2 CPU processes. The summaries' numeric keys must parse as numbers.
+- launcher mechanics (arguments, recipe, failure of one rank, Ctrl-C, old logs kept): the launchers run in a copy of
+  the repository whose main.py is a fake that records its arguments, so they take a fraction of a second each.
+"""
+import importlib.util
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from tests.datasets import make_image_folder
+from training import modelzoo_log as zlog
+from training.errors import UserError
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _load_summary_module():
+    """tools/ is a folder of scripts, not a package: load the module from its file."""
+    spec = importlib.util.spec_from_file_location("modelzoo_summary",
+                                                  os.path.join(REPO, "tools", "modelzoo_summary.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+modelzoo_summary = _load_summary_module()
+NUMERIC_KEYS = ("RankSize", "BatchSize", "ActualFPS", "TrainingTime", "ActualLoss", "E2ETrainingTime")
+# Small enough for 2 shared CPU cores. FP32 keeps the fp32 path of the launchers covered and is fast on any CPU;
+# the 1p performance test keeps the default precision (--amp: bf16 autocast on a CPU).
+TINY_DEFAULT_PRECISION = ["--arch=shufflenet_v2_x0_5", "--train-crop-size=32", "--val-resize-size=36",
+                          "--val-crop-size=32", "--print-freq=1", "--workers=0"]
+TINY = TINY_DEFAULT_PRECISION + ["--precision_mode=must_keep_origin_dtype"]
+
+
+def launch(script, args, repo=REPO, env=None, timeout=240):
+    full_env = dict(os.environ)
+    for name in ("MASTER_PORT", "MASTER_ADDR", "ASCEND_DEVICE_ID"):
+        full_env.pop(name, None)
+    full_env.update(env or {})
+    return subprocess.run(["bash", os.path.join(repo, "test", script)] + list(args), capture_output=True,
+                          text=True, env=full_env, timeout=timeout)
+
+
+def check_summary(output_root, device_id, case_name, accuracy):
+    values = modelzoo_summary.read_summary(os.path.join(output_root, device_id, case_name + ".log"))
+    for key in NUMERIC_KEYS + (("TrainAccuracy",) if accuracy else ()):
+        float(values[key])  # raises if empty or not a number
+    assert float(values["ActualFPS"]) > 0
+    assert values["CaseName"] == case_name
+    assert ("TrainAccuracy" in values) == accuracy
+    return values
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# End to end on CPU with the real main.py
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    return make_image_folder(str(tmp_path_factory.mktemp("tiny")), classes=2, train_per_class=4, val_per_class=3)
+
+
+def test_performance_1p_on_synthetic_data(tmp_path):
+    out = str(tmp_path)
+    result = launch("train_performance_1p.sh", ["--output_root=" + out, "--batch_size=4", "--device_id=3",
+                                                "--steps-per-epoch=3"] + TINY_DEFAULT_PRECISION)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "synthetic data (--dummy)" in result.stdout
+    assert "CPU: performance run shrunk" in result.stdout
+    values = check_summary(out, "3", "Shufflenetv2_ID0099_for_PyTorch_bs4_1p_perf", accuracy=False)
+    assert values["RankSize"] == "1" and values["BatchSize"] == "4"
+    assert "Final Performance images/sec : {}".format(values["ActualFPS"]) in result.stdout
+    log = open(os.path.join(out, "3", "train_3.log")).read()
+    records = zlog.parse_log(log.splitlines())
+    assert float(values["ActualFPS"]) == pytest.approx([r for r in records if r["kind"] == "fps"][-1]["fps"],
+                                                      abs=1e-3)
+    assert float(values["ActualLoss"]) == pytest.approx([r for r in records if r["kind"] == "step"][-1]["loss"],
+                                                       rel=1e-3)
+
+
+def test_full_1p_with_the_paper_recipe_on_tiny_image_folder(tmp_path, tiny_data):
+    """Also proves that main.py accepts every flag of the paper recipe, BN recalibration included."""
+    out = str(tmp_path)
+    result = launch("train_full_1p.sh", ["--data_path=" + tiny_data, "--output_root=" + out, "--batch_size=4",
+                                         "--epochs=1", "--recipe=paper"] + TINY)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "BatchNorm statistics recomputed" in open(os.path.join(out, "0", "train_0.log")).read()
+    values = check_summary(out, "0", "Shufflenetv2_ID0099_for_PyTorch_bs4_1p_acc", accuracy=True)
+    assert 0.0 <= float(values["TrainAccuracy"]) <= 100.0
+    assert "Final Train Accuracy : {}".format(values["TrainAccuracy"]) in result.stdout
+    assert os.path.isfile(os.path.join(out, "0", "checkpoint.pth.tar"))
+
+
+@pytest.mark.parametrize("script, mode, extra", [
+    ("train_performance_8p.sh", "perf", ["--steps-per-epoch=3"]),
+    ("train_full_8p.sh", "acc", ["--epochs=1"]),
+])
+def test_8p_scripts_run_two_cpu_processes_with_one_log_each(tmp_path, tiny_data, script, mode, extra):
+    out = str(tmp_path)
+    data = ["--data_path=" + tiny_data] if mode == "acc" else []
+    result = launch(script, data + ["--output_root=" + out, "--batch_size=4"] + extra + TINY)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "2 process(es)" in result.stdout
+    values = check_summary(out, "0", "Shufflenetv2_ID0099_for_PyTorch_bs4_2p_" + mode, accuracy=mode == "acc")
+    assert values["RankSize"] == "2"
+    rank0 = open(os.path.join(out, "0", "train_0.log")).read()
+    rank1 = open(os.path.join(out, "1", "train_1.log")).read()
+    assert "FPS@all" in rank0 and "FPS@all" not in rank1  # each rank its own file; rank 0 prints the figures
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Bad input: no Python start needed, so these use the real scripts
+
+
+def test_full_script_without_data_path_fails_naming_it(tmp_path):
+    result = launch("train_full_8p.sh", ["--output_root=" + str(tmp_path)])
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines() == [
+        "error: --data_path=DIR is required for full runs (an ImageNet-style folder with train/ and val/)"]
+
+
+def test_unknown_precision_mode_fails_naming_it(tmp_path):
+    result = launch("train_performance_1p.sh",
+                    ["--precision_mode=allow_fp32_to_fp16", "--output_root=" + str(tmp_path)])
+    assert result.returncode != 0
+    assert result.stderr.startswith("error: unknown --precision_mode=allow_fp32_to_fp16")
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert os.listdir(str(tmp_path)) == []
+
+
+def test_flag_without_value_and_bad_numbers_fail(tmp_path):
+    result = launch("train_full_1p.sh", ["--data_path", str(tmp_path)])
+    assert result.returncode != 0 and "write --data_path=VALUE" in result.stderr
+    result = launch("train_performance_8p.sh", ["--batch_size=big"])
+    assert result.returncode != 0 and "--batch_size=big is not a whole number" in result.stderr
+    result = launch("train_full_1p.sh", ["--data_path=" + str(tmp_path / "missing")])
+    assert result.returncode != 0 and "no such directory" in result.stderr
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# test/env_npu.sh
+
+
+def sourced_environment(env, source=True):
+    """The environment after sourcing env_npu.sh (or not); fails if the script prints anything."""
+    script = 'source "{}" && env -0'.format(os.path.join(REPO, "test", "env_npu.sh")) if source else "env -0"
+    result = subprocess.run(["bash", "-c", script], capture_output=True, env=env)
+    assert result.returncode == 0 and result.stderr == b""
+    items = [item for item in result.stdout.split(b"\0") if item]
+    assert all(b"=" in item for item in items)  # nothing but `env -0` output on stdout
+    return dict(item.decode().split("=", 1) for item in items)
+
+
+def test_env_npu_does_nothing_without_cann(tmp_path):
+    if os.path.isdir("/usr/local/Ascend"):
+        pytest.skip("CANN is installed at the default path on this machine")
+    env = {"PATH": os.environ["PATH"], "ASCEND_INSTALL_INFO": str(tmp_path / "absent.info")}
+    assert sourced_environment(env) == sourced_environment(env, source=False)
+
+
+def test_env_npu_sources_set_env_from_the_install_path(tmp_path):
+    toolkit = tmp_path / "Ascend" / "ascend-toolkit"
+    toolkit.mkdir(parents=True)
+    (toolkit / "set_env.sh").write_text("export FAKE_CANN_SOURCED=yes\n")
+    info = tmp_path / "ascend_cann_install.info"
+    info.write_text("Install_Path={}\n".format(tmp_path / "Ascend"))
+    env = sourced_environment({"PATH": os.environ["PATH"], "ASCEND_INSTALL_INFO": str(info)})
+    assert env["FAKE_CANN_SOURCED"] == "yes"
+    assert {key: env[key] for key in ("ASCEND_SLOG_PRINT_TO_STDOUT", "ASCEND_GLOBAL_LOG_LEVEL",
+                                      "ASCEND_GLOBAL_EVENT_ENABLE", "TASK_QUEUE_ENABLE", "PTCOPY_ENABLE",
+                                      "COMBINED_ENABLE", "HCCL_WHITELIST_DISABLE")} == {
+        "ASCEND_SLOG_PRINT_TO_STDOUT": "0", "ASCEND_GLOBAL_LOG_LEVEL": "3", "ASCEND_GLOBAL_EVENT_ENABLE": "0",
+        "TASK_QUEUE_ENABLE": "1", "PTCOPY_ENABLE": "1", "COMBINED_ENABLE": "1", "HCCL_WHITELIST_DISABLE": "1"}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Launcher mechanics against a fake main.py
+
+FAKE_MAIN = textwrap.dedent('''
+    """Fake main.py: records argv and rank environment, prints ModelZoo lines on rank 0, fails or hangs on demand."""
+    import json
+    import os
+    import sys
+    import time
+
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from training import modelzoo_log as zlog
+
+    rank = int(os.environ.get("RANK", "0"))
+    env = {k: os.environ.get(k) for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")}
+    print("ARGS " + json.dumps({"argv": sys.argv[1:], "env": env}), flush=True)
+    behaviour = os.environ.get("FAKE_BEHAVIOUR", "ok")
+    if behaviour == "fail_rank1":
+        if rank == 1:
+            time.sleep(0.5)
+            print("error: rank 1 broke")
+            sys.exit(3)
+        time.sleep(120)
+    if behaviour == "hang":
+        with open(os.environ["FAKE_PID_FILE"] + str(rank), "w") as handle:
+            handle.write(str(os.getpid()))
+        time.sleep(120)
+    if behaviour == "no_figures":
+        sys.exit(0)
+    if rank == 0:
+        head = zlog.prefix("cpu", 0)
+        print(zlog.format_step(head, 0, 9, 10, [("Loss", 2.5, 2.75, ".4e")]))
+        print(zlog.format_fps(head, 200.0, 0.08))
+        print(zlog.format_acc(head, 12.5, 50.0))
+    ''')
+
+FAKE_DEVICE = textwrap.dedent('''
+    """Stub of training/device.py for the launcher mechanics tests: no torch import; the machine is a CPU unless
+    FAKE_DEVICE says e.g. "cuda 4"."""
+    import os
+
+    KIND, COUNT = os.environ.get("FAKE_DEVICE", "cpu 1").split()
+
+
+    def resolve_device_type(name):
+        return KIND
+
+
+    def device_count(kind):
+        return int(COUNT)
+    ''')
+
+FAKE_DISTRIBUTED = 'def free_port():\n    return 45678\n'
+
+
+@pytest.fixture
+def fake_repo(tmp_path):
+    """A copy of the launchers and the summary module next to a fake main.py."""
+    root = tmp_path / "repo"
+    shutil.copytree(os.path.join(REPO, "test"), str(root / "test"),
+                    ignore=shutil.ignore_patterns("output"))
+    os.makedirs(str(root / "tools"))
+    shutil.copy(os.path.join(REPO, "tools", "modelzoo_summary.py"), str(root / "tools"))
+    os.makedirs(str(root / "training"))
+    for name in ("__init__.py", "errors.py", "modelzoo_log.py"):
+        shutil.copy(os.path.join(REPO, "training", name), str(root / "training"))
+    (root / "training" / "device.py").write_text(FAKE_DEVICE)
+    (root / "training" / "distributed.py").write_text(FAKE_DISTRIBUTED)
+    (root / "main.py").write_text(FAKE_MAIN)
+    return str(root)
+
+
+def recorded_calls(log_path):
+    import json
+    return [json.loads(line[5:]) for line in open(log_path) if line.startswith("ARGS ")]
+
+
+def option(argv, name):
+    """The value main.py's argparse would see for `name` (the last occurrence wins)."""
+    value = None
+    for index, arg in enumerate(argv):
+        if arg == name:
+            value = argv[index + 1]
+        elif arg.startswith(name + "="):
+            value = arg.split("=", 1)[1]
+    return value
+
+
+def test_defaults_are_the_originals_and_precision_maps_to_amp(fake_repo):
+    out = os.path.join(fake_repo, "out")
+    result = launch("train_full_8p.sh", ["--data_path=" + fake_repo, "--output_root=" + out, "--nproc=2"],
+                    repo=fake_repo)
+    assert result.returncode == 0, result.stdout + result.stderr
+    rank0, = recorded_calls(os.path.join(out, "0", "train_0.log"))
+    rank1, = recorded_calls(os.path.join(out, "1", "train_1.log"))
+    argv = rank0["argv"]
+    expected = {"-a": "shufflenet_v2_x1_0", "--seed": "49", "--eval-freq": "5", "-b": "8192", "--lr": "4",
+                "--epochs": "240", "--warm_up_epochs": "5", "--momentum": "0", "--wd": "1e-4", "--opt-level": "O2",
+                "--loss-scale": "64", "--device": "cpu", "--data": fake_repo, "--local_rank": "0"}
+    assert {name: option(argv, name) for name in expected} == expected
+    assert "--amp" in argv and "--dummy" not in argv
+    assert rank0["env"] == {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1",
+                            "MASTER_PORT": "45678"}
+    assert rank1["env"]["RANK"] == "1" and option(rank1["argv"], "--local_rank") == "1"
+    values = modelzoo_summary.read_summary(
+        os.path.join(out, "0", "Shufflenetv2_ID0099_for_PyTorch_bs8192_2p_acc.log"))
+    assert values["ActualFPS"] == "200.000" and values["TrainAccuracy"] == "12.500"
+    assert values["ActualLoss"] == "2.5000" and values["TrainingTime"] == "40.9600"
+
+
+def test_paper_recipe_fp32_passthrough_and_master_port(fake_repo):
+    out = os.path.join(fake_repo, "out")
+    result = launch("train_full_1p.sh", ["--data_path=" + fake_repo, "--output_root=" + out, "--recipe=paper",
+                                         "--precision_mode=must_keep_origin_dtype", "--epochs=3",
+                                         "--checkpoint-freq=10", "--eval-freq=1"],
+                    repo=fake_repo, env={"MASTER_PORT": "31313"})
+    assert result.returncode == 0, result.stdout + result.stderr
+    argv, = [call["argv"] for call in recorded_calls(os.path.join(out, "0", "train_0.log"))]
+    expected = {"-b": "1024", "--lr": "0.5", "--momentum": "0.9", "--wd": "4e-5", "--warm_up_epochs": "0",
+                "--lr-schedule": "linear", "--norm-weight-decay": "0", "--bias-weight-decay": "0",
+                "--label-smoothing": "0.1", "--color-jitter": "0.4", "--bn-recalibrate": "1251",
+                "--epochs": "3", "--checkpoint-freq": "10", "--eval-freq": "1", "--gpu": "0"}
+    assert {name: option(argv, name) for name in expected} == expected
+    assert "--amp" not in argv and "--local_rank" not in argv
+    # 8p: MASTER_PORT from the environment reaches every rank
+    result = launch("train_performance_8p.sh", ["--output_root=" + out], repo=fake_repo,
+                    env={"MASTER_PORT": "31313"})
+    assert result.returncode == 0, result.stdout + result.stderr
+    call, = recorded_calls(os.path.join(out, "1", "train_1.log"))
+    assert call["env"]["MASTER_PORT"] == "31313"
+    assert option(call["argv"], "-b") == "16" and option(call["argv"], "--steps-per-epoch") == "15"
+    assert "--dummy" in call["argv"]
+
+
+def test_8p_on_four_gpus_uses_four_processes_and_keeps_the_per_device_batch(fake_repo):
+    out = os.path.join(fake_repo, "out")
+    result = launch("train_performance_8p.sh", ["--output_root=" + out], repo=fake_repo,
+                    env={"FAKE_DEVICE": "cuda 4"})
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "device cuda: 4 process(es), global batch 4096" in result.stdout
+    calls = [recorded_calls(os.path.join(out, str(i), "train_{}.log".format(i)))[0] for i in range(4)]
+    assert [call["env"]["RANK"] for call in calls] == ["0", "1", "2", "3"]
+    assert {option(call["argv"], "-b") for call in calls} == {"4096"}
+    assert {option(call["argv"], "--steps-per-epoch") for call in calls} == {"200"}
+    assert os.path.isfile(os.path.join(out, "0", "Shufflenetv2_ID0099_for_PyTorch_bs4096_4p_perf.log"))
+    # full runs keep the recipe's global batch; asking for more processes than GPUs is an error
+    result = launch("train_full_8p.sh", ["--data_path=" + fake_repo, "--output_root=" + out, "--nproc=5"],
+                    repo=fake_repo, env={"FAKE_DEVICE": "cuda 4"})
+    assert result.returncode != 0 and "--nproc=5 but only 4 cuda device(s) are visible" in result.stderr
+
+
+def test_second_node_of_a_multi_node_run(fake_repo):
+    out = os.path.join(fake_repo, "out")
+    result = launch("train_full_8p.sh", ["--data_path=" + fake_repo, "--output_root=" + out, "--nnodes=2",
+                                         "--node_rank=1", "--master_addr=192.0.2.7", "--batch_size=8"],
+                    repo=fake_repo)
+    assert result.returncode == 0, result.stdout + result.stderr
+    calls = [recorded_calls(os.path.join(out, str(i), "train_{}.log".format(i)))[0] for i in (0, 1)]
+    assert [call["env"]["RANK"] for call in calls] == ["2", "3"]
+    assert [call["env"]["LOCAL_RANK"] for call in calls] == ["0", "1"]
+    assert {call["env"]["WORLD_SIZE"] for call in calls} == {"4"}
+    assert {(call["env"]["MASTER_ADDR"], call["env"]["MASTER_PORT"]) for call in calls} == {("192.0.2.7", "29688")}
+    assert "figures and the summary are on node 0" in result.stdout
+    result = launch("train_full_8p.sh", ["--data_path=" + fake_repo, "--nnodes=2"], repo=fake_repo)
+    assert result.returncode != 0 and "--master_addr=IP" in result.stderr
+
+
+def test_a_failing_rank_stops_the_others_and_fails_the_launch(fake_repo):
+    out = os.path.join(fake_repo, "out")
+    start = time.time()
+    result = launch("train_full_8p.sh", ["--data_path=" + fake_repo, "--output_root=" + out],
+                    repo=fake_repo, env={"FAKE_BEHAVIOUR": "fail_rank1"}, timeout=60)
+    assert result.returncode == 3
+    assert time.time() - start < 30  # rank 0 sleeps 120 s unless the launcher stops it
+    assert "training failed on rank 1 (exit code 3)" in result.stderr
+    assert "error: rank 1 broke" in result.stderr  # the failed rank's log tail is shown
+    assert [name for name in os.listdir(os.path.join(out, "0")) if name.endswith("_acc.log")] == []
+
+
+def test_finished_run_without_figures_fails_instead_of_writing_empty_ones(fake_repo):
+    out = os.path.join(fake_repo, "out")
+    result = launch("train_performance_1p.sh", ["--output_root=" + out], repo=fake_repo,
+                    env={"FAKE_BEHAVIOUR": "no_figures"})
+    assert result.returncode != 0
+    assert "no '* FPS@all' line in the log" in result.stderr
+    assert sorted(os.listdir(os.path.join(out, "0"))) == ["train_0.log"]
+
+
+def test_ctrl_c_stops_every_rank(fake_repo, tmp_path):
+    out = os.path.join(fake_repo, "out")
+    pid_file = str(tmp_path / "pid")
+    env = dict(os.environ, FAKE_BEHAVIOUR="hang", FAKE_PID_FILE=pid_file)
+    process = subprocess.Popen(["bash", os.path.join(fake_repo, "test", "train_performance_8p.sh"),
+                                "--output_root=" + out], env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 30
+    while not all(os.path.exists(pid_file + str(rank)) for rank in (0, 1)) and time.time() < deadline:
+        time.sleep(0.2)
+    rank_pids = [int(open(pid_file + str(rank)).read()) for rank in (0, 1)]
+    process.send_signal(signal.SIGINT)
+    stdout, _ = process.communicate(timeout=30)
+    assert process.returncode == 130
+    assert "interrupted" in stdout
+    for pid in rank_pids:
+        with pytest.raises(OSError):
+            os.kill(pid, 0)
+
+
+def test_a_new_run_moves_the_previous_runs_files_aside(fake_repo):
+    out = os.path.join(fake_repo, "out")
+    result = launch("train_performance_1p.sh", ["--output_root=" + out], repo=fake_repo)
+    assert result.returncode == 0, result.stderr
+    folder = os.path.join(out, "0")
+    for name in ("checkpoint.pth.tar", "model_best.pth.tar", "metrics.jsonl"):  # as main.py would leave them
+        with open(os.path.join(folder, name), "w") as handle:
+            handle.write("run 1")
+    # a resumed run keeps the checkpoints and metrics where they are, and moves the old log and summary aside
+    result = launch("train_performance_1p.sh", ["--output_root=" + out, "--resume=" + folder], repo=fake_repo)
+    assert result.returncode == 0, result.stderr
+    first, = [name for name in os.listdir(folder) if name.startswith("previous-")]
+    assert sorted(os.listdir(os.path.join(folder, first))) == ["Shufflenetv2_ID0099_for_PyTorch_bs8_1p_perf.log",
+                                                               "train_0.log"]
+    assert open(os.path.join(folder, "checkpoint.pth.tar")).read() == "run 1"
+    # a fresh run moves everything of the previous run aside: nothing main.py would overwrite stays in place
+    result = launch("train_performance_1p.sh", ["--output_root=" + out], repo=fake_repo)
+    assert result.returncode == 0, result.stderr
+    second, = [name for name in os.listdir(folder) if name.startswith("previous-") and name != first]
+    assert sorted(os.listdir(os.path.join(folder, second))) == [
+        "Shufflenetv2_ID0099_for_PyTorch_bs8_1p_perf.log", "checkpoint.pth.tar", "metrics.jsonl",
+        "model_best.pth.tar", "train_0.log"]
+    assert open(os.path.join(folder, second, "model_best.pth.tar")).read() == "run 1"
+    assert "moved to " + os.path.join(folder, second) in result.stdout
+    values = modelzoo_summary.read_summary(os.path.join(folder, "Shufflenetv2_ID0099_for_PyTorch_bs8_1p_perf.log"))
+    assert values["ActualFPS"] == "200.000"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The summary module on its own
+
+
+def sample_log():
+    head = zlog.prefix("npu", 0)
+    return [
+        zlog.format_step(head, 0, 0, 2, [("Loss", 7.0, 7.0, ".4e")]),
+        zlog.format_step(head, 0, 1, 2, [("Loss", 6.5, 6.75, ".4e")]),
+        zlog.format_fps(head, 1000.0, 1.0),
+        "[npu id: 0 ] Test: [0/1]\tLoss 9.9e+00 (9.9e+00)",
+        zlog.format_acc(head, 10.0, 30.0),
+        zlog.format_step(head, 1, 1, 2, [("Loss", 5.25, 5.5, ".4e")]),
+        zlog.format_fps(head, 2000.0, 0.5),
+        zlog.format_acc(head, 20.0, 40.0),
+        zlog.format_acc(head, 99.0, 99.0, tag=zlog.EMA_ACC_TAG),
+    ]
+
+
+def test_summary_takes_last_fps_last_training_loss_and_model_accuracy():
+    summary = modelzoo_summary.summarize(sample_log(), "Net", 8, 1024, "acc", 12.7, device_type="aarch64")
+    assert summary == [("Network", "Net"), ("RankSize", 8), ("BatchSize", 1024), ("DeviceType", "aarch64"),
+                       ("CaseName", "Net_bs1024_8p_acc"), ("ActualFPS", "2000.000"), ("TrainingTime", "0.5120"),
+                       ("ActualLoss", "5.2500"), ("TrainAccuracy", "20.000"), ("E2ETrainingTime", "12")]
+    assert modelzoo_summary.final_lines(summary) == ["Final Performance images/sec : 2000.000",
+                                                     "Final Train Accuracy : 20.000",
+                                                     "E2E Training Duration sec : 12"]
+
+
+def test_summary_refuses_logs_of_unfinished_runs():
+    lines = sample_log()
+    with pytest.raises(UserError, match="FPS@all"):
+        modelzoo_summary.summarize(lines[:2], "Net", 1, 8, "perf", 1)
+    with pytest.raises(UserError, match="AVG-ACC"):
+        modelzoo_summary.summarize(lines[:3], "Net", 1, 8, "acc", 1)
+    assert dict(modelzoo_summary.summarize(lines[:3], "Net", 1, 8, "perf", 1))["ActualFPS"] == "1000.000"
+
+
+def test_summary_command_writes_file_atomically(tmp_path, capsys):
+    log = tmp_path / "train_0.log"
+    log.write_text("\n".join(sample_log()) + "\n")
+    code = modelzoo_summary.main([str(log), "--network", "Net", "--rank-size", "1", "--batch-size", "256",
+                                  "--mode", "perf", "--e2e-seconds", "5", "--output-dir", str(tmp_path)])
+    assert code == 0
+    assert sorted(os.listdir(str(tmp_path))) == ["Net_bs256_1p_perf.log", "train_0.log"]
+    values = modelzoo_summary.read_summary(str(tmp_path / "Net_bs256_1p_perf.log"))
+    assert values["TrainingTime"] == "0.1280" and "TrainAccuracy" not in values
+    assert "Final Performance images/sec : 2000.000" in capsys.readouterr().out
+    code = modelzoo_summary.main([str(tmp_path / "missing.log"), "--rank-size", "1", "--batch-size", "1",
+                                  "--mode", "perf", "--e2e-seconds", "1", "--output-dir", str(tmp_path)])
+    assert code == 1
+    assert capsys.readouterr().err.startswith("error: training log")
+
+
+if __name__ == "__main__":
+    sys.exit(pytest.main([__file__, "-q"]))
