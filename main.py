@@ -50,6 +50,8 @@ def build_parser():
     g.add_argument("--dummy", action="store_true",
                    help="synthetic uint8 batches made on the device: no data set, for FPS measurements")
     g.add_argument("--train-crop-size", type=int, default=224, help="RandomResizedCrop size for training")
+    g.add_argument("--train-crop-scale", type=float, nargs=2, default=(0.08, 1.0), metavar=("MIN", "MAX"),
+                   help="RandomResizedCrop area fraction range (ImageNet: 0.08 1.0; raise MIN for tiny images)")
     g.add_argument("--val-resize-size", type=int, default=256, help="validation resize of the shorter side")
     g.add_argument("--val-crop-size", type=int, default=224, help="validation center crop size")
     g.add_argument("--color-jitter", type=float, default=0.2,
@@ -187,7 +189,8 @@ def build_loaders(args, ctx, device):
     pin = device.type != "cpu"
     train, sampler = data.build_train_loader(train_dir, per_rank, args.workers, crop_size=args.train_crop_size,
                                              world_size=ctx.world_size, rank=ctx.rank, seed=args.seed,
-                                             strict=args.strict_data, pin_memory=pin)
+                                             strict=args.strict_data, pin_memory=pin,
+                                             scale=args.train_crop_scale)
     val = data.build_val_loader(val_dir, per_rank, args.workers, resize_size=args.val_resize_size,
                                 crop_size=args.val_crop_size, world_size=ctx.world_size, rank=ctx.rank,
                                 strict=args.strict_data, pin_memory=pin)

@@ -285,3 +285,23 @@ def test_bench_loader_makes_imagenet_like_data_and_prints_json(tmp_path, capsys)
     assert result["ratio"] == pytest.approx(result["ours_img_s"] / result["torchvision_img_s"], rel=0.05)
     assert sum(result["shares"].values()) == pytest.approx(1.0, abs=0.01)
     assert bench_loader.main(["--workers", "0"]) == 2  # no --data: one-line error, non-zero exit
+
+
+def test_train_crop_scale_reaches_the_crop_boxes_and_is_validated(root, monkeypatch):
+    areas = []
+    real_box = augment.random_crop_box
+
+    def recording_box(width, height, rng, scale=augment.SCALE, ratio=augment.RATIO):
+        box = real_box(width, height, rng, scale=scale, ratio=ratio)
+        areas.append(box[2] * box[3] / float(width * height))
+        return box
+
+    monkeypatch.setattr(augment, "random_crop_box", recording_box)
+    loader, _ = data.build_train_loader(os.path.join(root, "train"), batch_size=8, workers=0, crop_size=16,
+                                        scale=(0.7, 0.9))
+    _batches(loader)
+    assert len(areas) == 24
+    # rounding the box to whole pixels moves the area fraction by a few percent on a 48x40 image
+    assert all(0.62 <= a <= 0.98 for a in areas), areas
+    with pytest.raises(UserError, match="crop scale"):
+        data.build_train_loader(os.path.join(root, "train"), batch_size=8, workers=0, scale=(0.9, 0.5))

@@ -103,10 +103,11 @@ def decode_box(path, box_fn, out_size, flip=False):
     return resize_box(image, box, out_size, flip)
 
 
-def train_image(path, crop_size, rng):
-    """One training sample: RandomResizedCrop box + horizontal flip (p=0.5), uint8 HWC array of crop_size."""
+def train_image(path, crop_size, rng, scale=SCALE):
+    """One training sample: RandomResizedCrop box (area fraction in `scale`) + horizontal flip (p=0.5), uint8 HWC
+    array of crop_size."""
     def box_fn(width, height):
-        left, top, crop_w, crop_h = random_crop_box(width, height, rng)
+        left, top, crop_w, crop_h = random_crop_box(width, height, rng, scale=scale)
         return left, top, left + crop_w, top + crop_h
 
     flip = rng.random() < 0.5

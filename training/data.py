@@ -136,8 +136,9 @@ class ImageFolderData(Dataset):
     found); the loader turns both into a warning or a UserError in the main process.
     """
 
-    def __init__(self, root, train, crop_size=224, resize_size=256, strict=False):
+    def __init__(self, root, train, crop_size=224, resize_size=256, strict=False, scale=augment.SCALE):
         self.root = root
+        self.scale = tuple(scale)
         self.samples, self.classes = scan_folder(root)
         self.train = train
         self.crop_size = crop_size
@@ -149,7 +150,7 @@ class ImageFolderData(Dataset):
 
     def load(self, path, rng):
         if self.train:
-            return augment.train_image(path, self.crop_size, rng)
+            return augment.train_image(path, self.crop_size, rng, scale=self.scale)
         return augment.val_image(path, self.resize_size, self.crop_size)
 
     def __getitem__(self, key):
@@ -287,6 +288,12 @@ def _check_sizes(batch_size, workers, world_size, rank):
         raise UserError("rank {} is outside world size {}".format(rank, world_size))
 
 
+def _check_scale(scale):
+    low, high = scale
+    if not 0.0 < low <= high <= 1.0:
+        raise UserError("crop scale must satisfy 0 < min <= max <= 1, got {} {}".format(low, high))
+
+
 def _check_crop(crop_size, resize_size=None):
     if crop_size < 1:
         raise UserError("crop size must be at least 1, got {}".format(crop_size))
@@ -302,11 +309,13 @@ def _data_loader(dataset, sampler, batch_size, workers, pin_memory, drop_last):
 
 
 def build_train_loader(root, batch_size, workers, crop_size=224, world_size=1, rank=0, seed=0, strict=False,
-                       pin_memory=False):
-    """`(loader, sampler)` for train/: RandomResizedCrop + flip in workers, drop_last, `sampler.set_epoch(e)`."""
+                       pin_memory=False, scale=augment.SCALE):
+    """`(loader, sampler)` for train/: RandomResizedCrop (area fraction in `scale`) + flip in workers, drop_last,
+    `sampler.set_epoch(e)`."""
     _check_sizes(batch_size, workers, world_size, rank)
     _check_crop(crop_size)
-    dataset = ImageFolderData(root, train=True, crop_size=crop_size, strict=strict)
+    _check_scale(scale)
+    dataset = ImageFolderData(root, train=True, crop_size=crop_size, strict=strict, scale=scale)
     sampler = TrainSampler(len(dataset), world_size, rank, seed)
     if len(sampler) < batch_size:
         raise UserError("{} has {} images: fewer than one batch of {} per rank ({} ranks)".format(
