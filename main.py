@@ -21,21 +21,29 @@ from training import distributed
 from training import engine
 from training import modelzoo_log as zlog
 from training import schedule as schedules
-from training.errors import UserError
+from training.errors import EXIT_INTERRUPTED, EXIT_USER_ERROR, UserError, run_cli
 
 IMAGENET_TRAIN_IMAGES = 1281167
-EXIT_USER_ERROR = 2
-EXIT_INTERRUPTED = 130
 
 
 class Interrupted(KeyboardInterrupt):
     """SIGTERM turned into the same clean stop as Ctrl-C."""
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows "(default: X)" once: not where the help text already says its default, nor for switches and flags
+    whose default is "not given" (None, "")."""
+
+    def _get_help_string(self, action):
+        if "(default" in action.help or action.default is None or action.default is False or action.default == "":
+            return action.help
+        return super()._get_help_string(action)
+
+
 def build_parser():
     p = argparse.ArgumentParser(
         description="ShuffleNetV2 training (Ascend NPU / NVIDIA GPU / CPU), ModelZoo-compatible flags and logs.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=HelpFormatter)
     g = p.add_argument_group("data and model")
     g.add_argument("--data", metavar="DIR", default=None,
                    help="data set folder with train/ and val/ ImageFolders (not needed with --dummy)")
@@ -106,11 +114,12 @@ def build_parser():
     g.add_argument("--world-size", type=int, default=-1,
                    help="number of nodes with --multiprocessing-distributed or --local_rank, else processes")
     g.add_argument("--rank", type=int, default=-1, help="node rank (process rank without spawning)")
-    g.add_argument("--dist-url", default="", help="init method, e.g. tcp://10.0.0.1:29688 (default from --addr/--port)")
+    g.add_argument("--dist-url", default="",
+                   help="init method, e.g. tcp://10.0.0.1:29688 (default: from --addr/--port)")
     g.add_argument("--dist-backend", default=None, help="hccl / nccl / gloo (default: from the device)")
-    g.add_argument("--addr", default=None, help="master address (default MASTER_ADDR or 127.0.0.1)")
+    g.add_argument("--addr", default=None, help="master address (default: MASTER_ADDR or 127.0.0.1)")
     g.add_argument("--port", type=int, default=None,
-                   help="master port (default MASTER_PORT; a free port for single-node spawns, else {})".format(
+                   help="master port (default: MASTER_PORT; a free port for single-node spawns, else {})".format(
                        distributed.DEFAULT_PORT))
     g.add_argument("--device-list", default="", help="device ids of this node, e.g. 0,1,2,3")
     g.add_argument("--device_num", "--device-num", dest="device_num", type=int, default=-1,
@@ -237,11 +246,11 @@ def train_and_evaluate(args, ctx, device, device_type, log, is_main):
         model = models.build_model(args.arch, num_classes=num_classes, pretrained=args.pretrained and not args.resume)
     except ValueError as exc:
         raise UserError(str(exc)) from None
-    resume = ckpt.load_checkpoint(args.resume) if args.resume else None
+    resume = ckpt.load_checkpoint(args.resume, "--resume") if args.resume else None
     weights_only = resume is not None and (args.pretrained or args.evaluate or "state_dict" not in resume
                                            or torch.is_tensor(resume.get("state_dict")))
     if resume is not None:
-        state_dict, _ = ckpt.load_model_weights(args.resume)
+        state_dict, _ = ckpt.load_model_weights(args.resume, "--resume")
         ckpt.load_into_model(model, state_dict, args.resume)
     model.to(device)
     if args.channels_last:
@@ -356,13 +365,7 @@ def _raise_interrupted(signum, frame):
 def _spawned(local_index, args, mode, world, device_type, available):
     """Entry of a spawned process: same error handling as the parent, exit codes reach the parent."""
     signal.signal(signal.SIGTERM, _raise_interrupted)
-    try:
-        run_worker(local_index, args, mode, world, device_type, available)
-    except UserError as exc:
-        print("error: {}".format(exc), file=sys.stderr, flush=True)
-        sys.exit(EXIT_USER_ERROR)
-    except KeyboardInterrupt:
-        sys.exit(EXIT_INTERRUPTED)
+    sys.exit(run_cli(lambda _: run_worker(local_index, args, mode, world, device_type, available)))
 
 
 def spawn(args, nprocs, mode, world, device_type, available):
@@ -412,7 +415,7 @@ def main(argv=None):
         if not args.dummy:
             data_module().check_data_root(args.data)
         if args.resume:
-            ckpt.load_checkpoint(args.resume)
+            ckpt.load_checkpoint(args.resume, "--resume")
         if mode == "spawn":
             return spawn(args, nprocs, mode, world, device_type, available)
         run_worker(0, args, mode, world, device_type, available)

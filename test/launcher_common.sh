@@ -46,10 +46,11 @@ usage() {
   --nnodes=N --node_rank=K   several nodes: run the script on every node with its K (0 on the master node)
   --master_addr=IP           address of node 0 (default \$MASTER_ADDR, else 127.0.0.1 on one node)"
     fi
-    local batch_default="${DEFAULT_BATCH_SIZE}"
+    local batch_default="${DEFAULT_BATCH_SIZE}" lr_default="${DEFAULT_LR}"
     if [ "${LAUNCH_MODE}" = "performance" ]; then
         data_default="default: synthetic data, --dummy"
         batch_default="${DEFAULT_BATCH_SIZE}; on CPU ${CPU_PERF_BATCH_PER_PROCESS} per process"
+        lr_default="${DEFAULT_LR}; on CPU scaled to the shrunk batch"
         [ "${LAUNCH_SCALE}" = "8p" ] && batch_default="${batch_default}; on other device counts 1024 per device"
     fi
     cat <<EOF
@@ -58,7 +59,7 @@ Usage: bash test/$(basename "$0") [--flag=value ...]
 ${LAUNCH_MODE} run on ${LAUNCH_SCALE}: main.py with the ModelZoo original's hyperparameters unless overridden.
   --data_path=DIR            ImageNet-style folder with train/ and val/ (${data_default})
   --batch_size=N             global batch size over all processes (default ${batch_default})
-  --learning_rate=X          peak learning rate (default ${DEFAULT_LR})
+  --learning_rate=X          peak learning rate (default ${lr_default})
   --epochs=N                 epochs (default ${DEFAULT_EPOCHS})
   --precision_mode=MODE      allow_mix_precision (default: --amp --opt-level O2 --loss-scale 64)
                              or must_keep_origin_dtype (fp32)
@@ -209,6 +210,18 @@ choose_hyperparameters() {
     [ -n "${OPT_LR}" ] && LR=${OPT_LR}
 }
 
+# Sets BATCH_SIZE to $1 and, unless --learning_rate was given, scales LR linearly with it: the full batch's
+# learning rate on a batch of 8 makes the run diverge.
+shrink_batch_on_cpu() {
+    local new_batch=$1 old_lr=${LR}
+    if [ -z "${OPT_LR}" ]; then
+        LR=$(awk -v lr="${LR}" -v new="${new_batch}" -v old="${BATCH_SIZE}" 'BEGIN { printf "%.6g", lr * new / old }')
+        say "CPU: learning rate scaled with the batch: ${old_lr} * ${new_batch} / ${BATCH_SIZE} = ${LR}" \
+            "(--learning_rate=X to set it)"
+    fi
+    BATCH_SIZE=${new_batch}
+}
+
 # Sets NPROCS (processes on this node), WORLD (processes on all nodes) and DEVICE_IDS, and shrinks performance
 # runs on CPU.
 choose_processes() {
@@ -236,7 +249,9 @@ choose_processes() {
     STEPS_ARGS=()
     if [ "${LAUNCH_MODE}" = "performance" ]; then
         if [ "${DEVICE}" = "cpu" ]; then
-            [ -z "${OPT_BATCH_SIZE}" ] && BATCH_SIZE=$(( CPU_PERF_BATCH_PER_PROCESS * WORLD ))
+            if [ -z "${OPT_BATCH_SIZE}" ]; then
+                shrink_batch_on_cpu $(( CPU_PERF_BATCH_PER_PROCESS * WORLD ))
+            fi
             [ -z "${OPT_EPOCHS}" ] && EPOCHS=${CPU_PERF_EPOCHS}
             STEPS_ARGS=(--steps-per-epoch "${CPU_PERF_STEPS}")
             say "CPU: performance run shrunk to batch ${BATCH_SIZE}, ${EPOCHS} epoch(s) of ${CPU_PERF_STEPS} steps" \

@@ -3,8 +3,21 @@
 import os
 import sys
 
+import pytest
+import torch
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FAKES_DIR = os.path.join(REPO_ROOT, "tests", "fakes")
 
 if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op thread: the suite shares 2 cores, these tiny tensors gain nothing from more, and two OpenMP
+    threads waiting for each other on a busy CPU make a step up to 100x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

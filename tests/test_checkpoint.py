@@ -81,7 +81,7 @@ def test_bad_files_are_user_errors(tmp_path):
     evil = str(tmp_path / "evil.pth.tar")
     with open(evil, "wb") as dst:
         pickle.dump(random.Random(), dst, protocol=2)  # an arbitrary object: refused by weights_only
-    for path, message in [(str(tmp_path / "missing.pth.tar"), "no such checkpoint file"),
+    for path, message in [(str(tmp_path / "missing.pth.tar"), "^checkpoint not found: "),
                           (truncated, "not a readable checkpoint"), (garbage, "not a readable checkpoint"),
                           (foreign, "not a checkpoint"), (evil, "not a readable checkpoint")]:
         with pytest.raises(UserError, match=message) as info:

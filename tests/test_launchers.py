@@ -19,7 +19,7 @@ import pytest
 
 from tests.datasets import make_image_folder
 from training import modelzoo_log as zlog
-from training.errors import UserError
+from training.errors import UserError, run_cli
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -247,7 +247,7 @@ def fake_repo(tmp_path):
     os.makedirs(str(root / "tools"))
     shutil.copy(os.path.join(REPO, "tools", "modelzoo_summary.py"), str(root / "tools"))
     os.makedirs(str(root / "training"))
-    for name in ("__init__.py", "errors.py", "modelzoo_log.py"):
+    for name in ("__init__.py", "errors.py", "files.py", "modelzoo_log.py"):
         shutil.copy(os.path.join(REPO, "training", name), str(root / "training"))
     (root / "training" / "device.py").write_text(FAKE_DEVICE)
     (root / "training" / "distributed.py").write_text(FAKE_DISTRIBUTED)
@@ -315,6 +315,26 @@ def test_paper_recipe_fp32_passthrough_and_master_port(fake_repo):
     assert call["env"]["MASTER_PORT"] == "31313"
     assert option(call["argv"], "-b") == "16" and option(call["argv"], "--steps-per-epoch") == "15"
     assert "--dummy" in call["argv"]
+
+
+def test_cpu_performance_run_scales_the_learning_rate_with_the_shrunk_batch(fake_repo):
+    out = os.path.join(fake_repo, "out")
+
+    def run(script, *args):
+        result = launch(script, ["--output_root=" + out] + list(args), repo=fake_repo)
+        assert result.returncode == 0, result.stdout + result.stderr
+        call, = recorded_calls(os.path.join(out, "0", "train_0.log"))
+        return option(call["argv"], "-b"), option(call["argv"], "--lr"), result.stdout
+
+    batch, lr, stdout = run("train_performance_1p.sh")  # 1536 at lr 0.75 shrunk to 8
+    assert (batch, float(lr)) == ("8", pytest.approx(0.75 * 8 / 1536))
+    assert "learning rate scaled with the batch: 0.75 * 8 / 1536 = 0.00390625" in stdout
+    batch, lr, _ = run("train_performance_8p.sh")  # 8192 at lr 4 shrunk to 8 per process, 2 CPU processes
+    assert (batch, float(lr)) == ("16", pytest.approx(4 * 16 / 8192))
+    batch, lr, stdout = run("train_performance_1p.sh", "--learning_rate=0.1")  # the user's lr is kept
+    assert (batch, lr) == ("8", "0.1") and "learning rate scaled" not in stdout
+    batch, lr, stdout = run("train_performance_1p.sh", "--batch_size=16")  # no shrinking, no scaling
+    assert (batch, lr) == ("16", "0.75") and "learning rate scaled" not in stdout
 
 
 def test_8p_on_four_gpus_uses_four_processes_and_keeps_the_per_device_batch(fake_repo):
@@ -467,9 +487,9 @@ def test_summary_command_writes_file_atomically(tmp_path, capsys):
     values = modelzoo_summary.read_summary(str(tmp_path / "Net_bs256_1p_perf.log"))
     assert values["TrainingTime"] == "0.1280" and "TrainAccuracy" not in values
     assert "Final Performance images/sec : 2000.000" in capsys.readouterr().out
-    code = modelzoo_summary.main([str(tmp_path / "missing.log"), "--rank-size", "1", "--batch-size", "1",
-                                  "--mode", "perf", "--e2e-seconds", "1", "--output-dir", str(tmp_path)])
-    assert code == 1
+    code = run_cli(modelzoo_summary.main, [str(tmp_path / "missing.log"), "--rank-size", "1", "--batch-size", "1",
+                                           "--mode", "perf", "--e2e-seconds", "1", "--output-dir", str(tmp_path)])
+    assert code == 2
     assert capsys.readouterr().err.startswith("error: training log")
 
 

@@ -79,7 +79,7 @@ def test_npu_without_torch_npu_names_the_reason(data_root, capsys, monkeypatch):
 
 def test_resume_problems(data_root, tmp_path, capsys):
     expect_error(TINY + ["--data", data_root, "--resume", str(tmp_path / "none.pth.tar")], capsys,
-                 "no such checkpoint file")
+                 "--resume: checkpoint not found: ")
     truncated = tmp_path / "truncated.pth.tar"
     truncated.write_bytes(b"PK\x03\x04 truncated zip")
     expect_error(TINY + ["--data", data_root, "--resume", str(truncated)], capsys, "not a readable checkpoint")

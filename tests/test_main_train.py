@@ -25,13 +25,7 @@ def data_root(tmp_path_factory):
                              val_per_class=2, size=(36, 36))
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The suite shares 2 cores; intra-op threads only add spinning here."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def records(path):

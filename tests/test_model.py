@@ -10,20 +10,14 @@ import torchvision
 
 import models
 from models import shufflenetv2_wock_op_woct as net
+from training.errors import run_cli
 
 ARCHS = ["shufflenet_v2_x0_5", "shufflenet_v2_x1_0", "shufflenet_v2_x1_5", "shufflenet_v2_x2_0"]
 PARAMS = {"shufflenet_v2_x0_5": 1366792, "shufflenet_v2_x1_0": 2278604,
           "shufflenet_v2_x1_5": 3503624, "shufflenet_v2_x2_0": 7393996}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: these tiny tensors gain nothing from more, and on a CPU shared with other jobs two
-    OpenMP threads waiting for each other make a step up to 100x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def twin_models(arch, shuffle_impl=None, channels_last=False):
@@ -195,8 +189,8 @@ def test_models_import_without_torch_npu_or_apex():
 
 
 def run_tool(module, argv, capsys):
-    """(exit code, stdout lines, stderr) of a tool's main() run in this process."""
-    code = module.main(argv)
+    """(exit code, stdout lines, stderr) of a tool's main() run in this process, as the command line runs it."""
+    code = run_cli(module.main, argv)
     captured = capsys.readouterr()
     return code, captured.out.strip().splitlines(), captured.err
 

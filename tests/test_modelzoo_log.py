@@ -27,3 +27,15 @@ def test_ema_line_is_not_taken_for_the_model_accuracy_by_grep():
     line = zlog.format_acc(zlog.prefix("cpu", 0), 50.0, 80.0, tag=zlog.EMA_ACC_TAG)
     assert "AVG-ACC" not in line
     assert zlog.parse_line(line)["ema"] is True
+
+
+def test_validation_line_has_the_step_fields_but_is_never_a_step():
+    head = zlog.prefix("cpu", 0)
+    fields = [("Time", 0.2, 0.25, "6.3f"), ("Loss", 9.9, 8.8, ".4e"), ("Acc@1", 10.0, 12.5, "6.2f")]
+    line = zlog.format_test(head, 3, 10, fields)
+    assert line == ("[cpu id: 0 ] Test: [ 3/10]\tTime  0.200 ( 0.250)\tLoss 9.9000e+00 (8.8000e+00)"
+                    "\tAcc@1  10.00 ( 12.50)")
+    assert "Epoch:" not in line
+    assert zlog.parse_line(line) is None and zlog.parse_log([line]) == []
+    step = zlog.format_step(head, 1, 3, 10, fields)
+    assert step.split("\t")[1:] == line.split("\t")[1:]  # the same field formatting

@@ -296,13 +296,13 @@ def test_tools_have_help(tool, capsys):
 
 
 @pytest.mark.parametrize("tool", ["demo.py", "export_onnx.py", "plot_log.py"])
-def test_tools_print_one_line_errors_and_exit_1(tool, tmp_path):
+def test_tools_print_one_line_errors_and_exit_2(tool, tmp_path):
     script = os.path.join(TOOLS, tool)
     missing = str(tmp_path / "missing.pth")
     arguments = {"demo.py": [missing, str(tmp_path)], "export_onnx.py": [missing, str(tmp_path / "m.onnx")],
                  "plot_log.py": [missing]}[tool]
     failed = subprocess.run([sys.executable, script] + arguments, capture_output=True, text=True, cwd=str(tmp_path),
                             timeout=120)
-    assert failed.returncode == 1
+    assert failed.returncode == 2
     assert failed.stderr.startswith("error: ") and len(failed.stderr.strip().splitlines()) == 1
     assert "not found" in failed.stderr and "Traceback" not in failed.stderr

@@ -27,7 +27,7 @@ import torch  # noqa: E402
 
 import bench_model  # noqa: E402
 from training import device as devices  # noqa: E402
-from training.errors import UserError  # noqa: E402
+from training.errors import UserError, run_cli  # noqa: E402
 
 ARCH = "shufflenet_v2_x1_0"
 
@@ -99,44 +99,40 @@ def parse_args(argv):
 
 def main(argv=None):
     args = parse_args(argv)
-    try:
-        device_type = check_device(args.device, args.tiny)
-        if args.data is not None and not os.path.isdir(args.data):
-            raise UserError("--data {} is not a folder".format(args.data))
-        compile_model = args.compile == "on" or (args.compile == "auto" and device_type != "cpu")
-        if compile_model and not hasattr(torch, "compile"):
-            print("note: torch {} has no torch.compile; measuring eager".format(torch.__version__))
-            compile_model = False
-        image_size = 64 if args.tiny else 224
-        amp = device_type != "cpu"  # the CPU dry run skips bfloat16 autocast: slow on most CPUs, not the GPU path
-        info = hardware(device_type)
-        print("hardware: " + ", ".join("{} {}".format(k, v) for k, v in info.items()))
-        if device_type == "cuda":
-            torch.backends.cudnn.benchmark = True
-        if device_type == "cpu":
-            torch.set_num_threads(1)  # dry run: one thread is fast and immune to other programs on the cores
-        rows = []
-        for batch_size in args.batch_size:
-            print("{} channels_last amp={} compile={} batch {}:".format(device_type, amp, compile_model, batch_size))
-            rows.append(bench_model.compare(ARCH, device_type, batch_size, args.rounds, args.steps,
-                                            channels_last=True, amp=amp, compile_model=compile_model,
-                                            image_size=image_size))
-        bench_model.print_table(rows)
-        loader = None
-        if not args.no_loader:
-            loader_batch = 8 if args.tiny else 256
-            loader = loader_rate(args.data, args.loader_images, loader_batch, args.workers, args.loader_batches)
-            if "error" in loader:
-                print("loader: " + loader["error"])
-            else:
-                print("loader (ours, {} workers, batch {}): {:.1f} img/s, {:.2f} CPU ms/img".format(
-                    loader["workers"], loader["batch_size"], loader["img_s"], loader["cpu_ms_per_img"]))
-        print(json.dumps({"hardware": info, "tiny": args.tiny, "results": rows, "loader": loader}))
-        return 0
-    except UserError as exc:
-        print("error: {}".format(exc), file=sys.stderr)
-        return 2
+    device_type = check_device(args.device, args.tiny)
+    if args.data is not None and not os.path.isdir(args.data):
+        raise UserError("--data {} is not a folder".format(args.data))
+    compile_model = args.compile == "on" or (args.compile == "auto" and device_type != "cpu")
+    if compile_model and not hasattr(torch, "compile"):
+        print("note: torch {} has no torch.compile; measuring eager".format(torch.__version__))
+        compile_model = False
+    image_size = 64 if args.tiny else 224
+    amp = device_type != "cpu"  # the CPU dry run skips bfloat16 autocast: slow on most CPUs, not the GPU path
+    info = hardware(device_type)
+    print("hardware: " + ", ".join("{} {}".format(k, v) for k, v in info.items()))
+    if device_type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    if device_type == "cpu":
+        torch.set_num_threads(1)  # dry run: one thread is fast and immune to other programs on the cores
+    rows = []
+    for batch_size in args.batch_size:
+        print("{} channels_last amp={} compile={} batch {}:".format(device_type, amp, compile_model, batch_size))
+        rows.append(bench_model.compare(ARCH, device_type, batch_size, args.rounds, args.steps,
+                                        channels_last=True, amp=amp, compile_model=compile_model,
+                                        image_size=image_size))
+    bench_model.print_table(rows)
+    loader = None
+    if not args.no_loader:
+        loader_batch = 8 if args.tiny else 256
+        loader = loader_rate(args.data, args.loader_images, loader_batch, args.workers, args.loader_batches)
+        if "error" in loader:
+            print("loader: " + loader["error"])
+        else:
+            print("loader (ours, {} workers, batch {}): {:.1f} img/s, {:.2f} CPU ms/img".format(
+                loader["workers"], loader["batch_size"], loader["img_s"], loader["cpu_ms_per_img"]))
+    print(json.dumps({"hardware": info, "tiny": args.tiny, "results": rows, "loader": loader}))
+    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

@@ -27,7 +27,7 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from training import augment, data  # noqa: E402
-from training.errors import UserError  # noqa: E402
+from training.errors import UserError, run_cli  # noqa: E402
 
 
 def make_data(out_dir, count, classes=10, seed=0):
@@ -177,47 +177,43 @@ def main(argv=None):
     parser.add_argument("--make-data", metavar="DIR", help="write ImageNet-like JPEGs to DIR and exit")
     parser.add_argument("--count", type=int, default=1000, help="images for --make-data")
     args = parser.parse_args(argv)
-    try:
-        if args.make_data:
-            make_data(args.make_data, args.count)
-            return 0
-        if not args.data:
-            raise UserError("give --data DIR (or --make-data DIR first)")
-        train_dir = os.path.join(args.data, "train") if os.path.isdir(os.path.join(args.data, "train")) else args.data
-        torch.set_num_threads(1)  # per-core figures: the device-side work on the CPU uses one core
-        for path, _ in data.scan_folder(train_dir)[0]:  # read every file once so both pipelines find it cached
-            with open(path, "rb") as handle:
-                handle.read()
-        ours, theirs = [], []
-        for round_index in range(args.rounds):
-            for name, runner, results in (("ours", run_ours, ours), ("torchvision", run_torchvision, theirs)):
-                img_s, cpu_ms = runner(train_dir, args.batch_size, args.workers, args.batches, args.jitter)
-                results.append((img_s, cpu_ms))
-                print("round {} {:<12} {:8.1f} img/s  {:6.2f} CPU ms/img".format(round_index, name, img_s, cpu_ms))
-        shares, seconds = stage_shares(train_dir, min(256, 4 * args.batch_size), args.batch_size, args.jitter)
-        print("ours, one process: {:.2f} CPU ms/img; shares: {}".format(
-            seconds * 1000, ", ".join("{} {:.0%}".format(k, v) for k, v in shares.items())))
-        ratios = [o[0] / t[0] for o, t in zip(ours, theirs)]
-        cpu_ratios = [t[1] / o[1] for o, t in zip(ours, theirs) if o[1] > 0]
-        result = {
-            "ours_img_s": round(statistics.median(o[0] for o in ours), 1),
-            "torchvision_img_s": round(statistics.median(t[0] for t in theirs), 1),
-            "ratio": round(statistics.median(ratios), 2),
-            "workers": args.workers,
-            "batch_size": args.batch_size,
-            "batches": args.batches,
-            "rounds": args.rounds,
-            "ours_cpu_ms_per_img": round(statistics.median(o[1] for o in ours), 2),
-            "torchvision_cpu_ms_per_img": round(statistics.median(t[1] for t in theirs), 2),
-            "ratio_per_cpu_second": round(statistics.median(cpu_ratios), 2) if cpu_ratios else None,
-            "shares": shares,
-        }
-        print(json.dumps(result))
+    if args.make_data:
+        make_data(args.make_data, args.count)
         return 0
-    except UserError as exc:
-        print("error: {}".format(exc), file=sys.stderr)
-        return 2
+    if not args.data:
+        raise UserError("give --data DIR (or --make-data DIR first)")
+    train_dir = os.path.join(args.data, "train") if os.path.isdir(os.path.join(args.data, "train")) else args.data
+    torch.set_num_threads(1)  # per-core figures: the device-side work on the CPU uses one core
+    for path, _ in data.scan_folder(train_dir)[0]:  # read every file once so both pipelines find it cached
+        with open(path, "rb") as handle:
+            handle.read()
+    ours, theirs = [], []
+    for round_index in range(args.rounds):
+        for name, runner, results in (("ours", run_ours, ours), ("torchvision", run_torchvision, theirs)):
+            img_s, cpu_ms = runner(train_dir, args.batch_size, args.workers, args.batches, args.jitter)
+            results.append((img_s, cpu_ms))
+            print("round {} {:<12} {:8.1f} img/s  {:6.2f} CPU ms/img".format(round_index, name, img_s, cpu_ms))
+    shares, seconds = stage_shares(train_dir, min(256, 4 * args.batch_size), args.batch_size, args.jitter)
+    print("ours, one process: {:.2f} CPU ms/img; shares: {}".format(
+        seconds * 1000, ", ".join("{} {:.0%}".format(k, v) for k, v in shares.items())))
+    ratios = [o[0] / t[0] for o, t in zip(ours, theirs)]
+    cpu_ratios = [t[1] / o[1] for o, t in zip(ours, theirs) if o[1] > 0]
+    result = {
+        "ours_img_s": round(statistics.median(o[0] for o in ours), 1),
+        "torchvision_img_s": round(statistics.median(t[0] for t in theirs), 1),
+        "ratio": round(statistics.median(ratios), 2),
+        "workers": args.workers,
+        "batch_size": args.batch_size,
+        "batches": args.batches,
+        "rounds": args.rounds,
+        "ours_cpu_ms_per_img": round(statistics.median(o[1] for o in ours), 2),
+        "torchvision_cpu_ms_per_img": round(statistics.median(t[1] for t in theirs), 2),
+        "ratio_per_cpu_second": round(statistics.median(cpu_ratios), 2) if cpu_ratios else None,
+        "shares": shares,
+    }
+    print(json.dumps(result))
+    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

@@ -24,7 +24,7 @@ import torch  # noqa: E402
 
 import models  # noqa: E402
 from training import device as devices  # noqa: E402
-from training.errors import UserError  # noqa: E402
+from training.errors import UserError, run_cli  # noqa: E402
 
 LAYOUTS = {"nchw": False, "channels_last": True}
 
@@ -197,29 +197,25 @@ def check_args(args):
 
 def main(argv=None):
     args = parse_args(argv)
-    try:
-        device_types = check_args(args)
-        if args.threads:
-            torch.set_num_threads(args.threads)
-        layouts = {"both": ["nchw", "channels_last"], "on": ["channels_last"], "off": ["nchw"]}[args.channels_last]
-        print("torch {}, {} CPU threads, arch {}, image {}, amp {}, compile {}".format(
-            torch.__version__, torch.get_num_threads(), args.arch, args.image_size, args.amp, args.compile))
-        results = []
-        for device_type in device_types:
-            for layout in layouts:
-                for batch_size in args.batch_size:
-                    print("{} {} batch {}:".format(device_type, layout, batch_size))
-                    results.append(compare(args.arch, device_type, batch_size, args.rounds, args.steps,
-                                           LAYOUTS[layout], args.amp, args.compile, args.image_size,
-                                           tuple(args.shuffle_impl), args.clock))
-        print_table(results)
-        ratios = [f["ratio"] for row in results for f in row["ours"].values()]
-        print(json.dumps({"results": results, "min_ratio": min(ratios)}))
-        return 0
-    except UserError as exc:
-        print("error: {}".format(exc), file=sys.stderr)
-        return 2
+    device_types = check_args(args)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    layouts = {"both": ["nchw", "channels_last"], "on": ["channels_last"], "off": ["nchw"]}[args.channels_last]
+    print("torch {}, {} CPU threads, arch {}, image {}, amp {}, compile {}".format(
+        torch.__version__, torch.get_num_threads(), args.arch, args.image_size, args.amp, args.compile))
+    results = []
+    for device_type in device_types:
+        for layout in layouts:
+            for batch_size in args.batch_size:
+                print("{} {} batch {}:".format(device_type, layout, batch_size))
+                results.append(compare(args.arch, device_type, batch_size, args.rounds, args.steps,
+                                       LAYOUTS[layout], args.amp, args.compile, args.image_size,
+                                       tuple(args.shuffle_impl), args.clock))
+    print_table(results)
+    ratios = [f["ratio"] for row in results for f in row["ours"].values()]
+    print(json.dumps({"results": results, "min_ratio": min(ratios)}))
+    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

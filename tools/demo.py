@@ -26,7 +26,7 @@ import models  # noqa: E402
 from models.shufflenetv2_wock_op_woct import STAGES_OUT_CHANNELS  # noqa: E402
 from training import data  # noqa: E402
 from training.checkpoint import load_checkpoint, load_into_model, load_model_weights, strip_module_prefix  # noqa: E402
-from training.errors import UserError  # noqa: E402
+from training.errors import UserError, run_cli  # noqa: E402
 
 IMAGENET_CLASSES = os.path.join(ROOT, "data", "imagenet1k_classes.tsv")
 
@@ -56,8 +56,6 @@ def load_model(path, arch=None, ema=False, shuffle_impl=None):
     `arch` overrides what the checkpoint says or the weights imply; `shuffle_impl` picks the channel shuffle
     implementation (None: models' default, by device).
     """
-    if not os.path.isfile(path):
-        raise UserError("checkpoint not found: {}".format(path))
     state_dict, meta = load_model_weights(path)
     if ema:
         averaged = load_checkpoint(path).get("model_ema")
@@ -107,7 +105,7 @@ def class_names(num_classes, meta, classes_arg=None):
         source = classes_arg
         if os.path.isdir(classes_arg):
             train = os.path.join(classes_arg, "train")
-            names = data._require_classes(train if os.path.isdir(train) else classes_arg)
+            names = data.list_classes(train if os.path.isdir(train) else classes_arg)
         elif os.path.isfile(classes_arg):
             names = read_name_file(classes_arg)
         else:
@@ -134,7 +132,7 @@ def expand_images(arguments):
     paths = []
     for argument in arguments:
         if os.path.isdir(argument):
-            found, _ = data._image_files(argument)
+            found, _ = data.list_images(argument)
             if not found:
                 raise UserError("no image files in folder {}".format(argument))
             paths.extend(found)
@@ -212,10 +210,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except UserError as exc:
-        print("error: {}".format(exc), file=sys.stderr)
-        sys.exit(1)
-    except KeyboardInterrupt:
-        sys.exit(130)
+    sys.exit(run_cli(main))

@@ -24,10 +24,10 @@ torch is printed; above --tolerance it is an error.
 """
 import argparse
 import inspect
+import io
 import json
 import os
 import sys
-import tempfile
 import warnings
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -38,7 +38,8 @@ import torch  # noqa: E402
 import models  # noqa: E402
 from demo import load_model  # noqa: E402
 from training.data import MEAN, STD  # noqa: E402
-from training.errors import UserError  # noqa: E402
+from training.errors import UserError, run_cli  # noqa: E402
+from training.files import atomic_write  # noqa: E402
 
 OPSETS = (11, 13)
 INPUT_NAME, OUTPUT_NAME = "input", "output"
@@ -56,40 +57,31 @@ def shuffle_impl_for_export():
 def export(model, path, crop_size=224, opset=11, metadata=None):
     """Write `model` (eval mode, CPU) to `path` as ONNX with a dynamic batch and `metadata` strings."""
     options = {"dynamo": False} if "dynamo" in _export_parameters() else {}
-    folder = os.path.dirname(os.path.abspath(path))
-    handle, temp = tempfile.mkstemp(prefix=".tmp-", suffix=".onnx", dir=folder)
-    os.close(handle)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", torch.jit.TracerWarning)  # trace-time shape checks, all constant here
-            warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*")
-            warnings.filterwarnings("ignore", message=".*feature will be removed.*")
-            torch.onnx.export(
-                model, (torch.zeros(1, 3, crop_size, crop_size),), temp, opset_version=opset,
-                input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], do_constant_folding=True,
-                dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}}, **options)
-        if metadata:
-            add_metadata(temp, metadata)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temp, 0o666 & ~umask)  # mkstemp made it private; give it the permissions of a normal new file
-        os.replace(temp, path)
-    finally:
-        if os.path.exists(temp):
-            os.remove(temp)
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)  # trace-time shape checks, all constant here
+        warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*")
+        warnings.filterwarnings("ignore", message=".*feature will be removed.*")
+        torch.onnx.export(
+            model, (torch.zeros(1, 3, crop_size, crop_size),), buffer, opset_version=opset,
+            input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], do_constant_folding=True,
+            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}}, **options)
+    content = with_metadata(buffer.getvalue(), metadata) if metadata else buffer.getvalue()
+    atomic_write(path, lambda stream: stream.write(content))
 
 
-def add_metadata(path, metadata):
-    """Key/value strings in the model's metadata_props (skipped when the onnx package is not installed)."""
+def with_metadata(content, metadata):
+    """The serialized model `content` with key/value strings added to its metadata_props (unchanged when the onnx
+    package is not installed)."""
     try:
         import onnx
     except ImportError:
-        return
-    proto = onnx.load(path)
+        return content
+    proto = onnx.load_model_from_string(content)
     for key, value in metadata.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
-    onnx.save(proto, path)
+    return proto.SerializeToString()
 
 
 def max_difference(model, path, batch_sizes=(1, 3), crop_size=224, seed=0):
@@ -168,10 +160,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except UserError as exc:
-        print("error: {}".format(exc), file=sys.stderr)
-        sys.exit(1)
-    except KeyboardInterrupt:
-        sys.exit(130)
+    sys.exit(run_cli(main))

@@ -12,7 +12,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from training.errors import UserError  # noqa: E402
+from training.errors import UserError, run_cli  # noqa: E402
+from training.files import atomic_write  # noqa: E402
 from training.modelzoo_log import parse_log  # noqa: E402
 
 MODES = ("perf", "acc")
@@ -65,15 +66,9 @@ def summarize(lines, network, rank_size, batch_size, mode, e2e_seconds, device_t
 
 def write_summary(summary, output_dir):
     """Write `<output_dir>/<CaseName>.log` atomically; returns its path."""
-    name = dict(summary)["CaseName"]
-    path = os.path.join(output_dir, name + ".log")
-    temp = path + ".tmp"
-    with open(temp, "w") as handle:
-        for key, value in summary:
-            handle.write("{} = {}\n".format(key, value))
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temp, path)
+    path = os.path.join(output_dir, dict(summary)["CaseName"] + ".log")
+    text = "".join("{} = {}\n".format(key, value) for key, value in summary)
+    atomic_write(path, lambda stream: stream.write(text.encode("utf-8")))
     return path
 
 
@@ -112,16 +107,15 @@ def parse_args(argv):
 
 def main(argv=None):
     args = parse_args(argv)
+    if not os.path.isfile(args.log):
+        raise UserError("training log {} does not exist".format(args.log))
+    with open(args.log, errors="replace") as handle:
+        lines = handle.readlines()
     try:
-        if not os.path.isfile(args.log):
-            raise UserError("training log {} does not exist".format(args.log))
-        with open(args.log, errors="replace") as handle:
-            lines = handle.readlines()
         summary = summarize(lines, args.network, args.rank_size, args.batch_size, args.mode, args.e2e_seconds)
-        path = write_summary(summary, args.output_dir)
-    except UserError as error:
-        print("error: {} ({})".format(error, args.log), file=sys.stderr)
-        return 1
+    except UserError as exc:
+        raise UserError("{} ({})".format(exc, args.log)) from None
+    path = write_summary(summary, args.output_dir)
     for line in final_lines(summary):
         print(line)
     print("summary: {}".format(path))
@@ -129,4 +123,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

@@ -14,11 +14,11 @@ import json
 import math
 import os
 import sys
-import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from training.errors import UserError  # noqa: E402
+from training.errors import UserError, run_cli  # noqa: E402
+from training.files import atomic_write  # noqa: E402
 from training.modelzoo_log import parse_line  # noqa: E402
 
 
@@ -191,17 +191,7 @@ def save(figure, path):
     extension = os.path.splitext(path)[1].lower().lstrip(".") or "png"
     if extension not in figure.canvas.get_supported_filetypes():
         raise UserError("cannot write .{} images; use .png, .pdf or .svg".format(extension))
-    handle, temp = tempfile.mkstemp(prefix=".tmp-", suffix="." + extension, dir=folder)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            figure.savefig(stream, format=extension, dpi=100)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temp, 0o666 & ~umask)
-        os.replace(temp, path)
-    finally:
-        if os.path.exists(temp):
-            os.remove(temp)
+    atomic_write(path, lambda stream: figure.savefig(stream, format=extension, dpi=100))
 
 
 def parse_args(argv):
@@ -227,10 +217,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except UserError as exc:
-        print("error: {}".format(exc), file=sys.stderr)
-        sys.exit(1)
-    except KeyboardInterrupt:
-        sys.exit(130)
+    sys.exit(run_cli(main))

@@ -7,47 +7,21 @@ it is a tensor, number, string, list or dict, so `torch.load(path, weights_only=
 """
 import os
 import random
-import tempfile
 
 import numpy as np
 import torch
 
 from training.errors import UserError
+from training.files import atomic_write
 
 # Keys of a main.py checkpoint that hold large tensors (left out of `meta`).
 _BIG_KEYS = ("state_dict", "optimizer", "model_ema", "amp", "rng")
 
 
 def atomic_save(obj, path):
-    """torch.save to a temp file next to `path`, fsync, then rename over `path` (atomic on POSIX)."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    handle, temp = tempfile.mkstemp(prefix=".tmp-", suffix=".part", dir=folder)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            torch.save(obj, stream)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.chmod(temp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
-        os.replace(temp, path)
-    except BaseException:
-        if os.path.exists(temp):
-            os.remove(temp)
-        raise
-    try:  # make the rename itself durable
-        dir_fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except OSError:
-        pass
-
-
-def _umask():
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    """torch.save `obj` to `path` atomically (training/files.py), creating the folder if needed."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    atomic_write(path, lambda stream: torch.save(obj, stream))
 
 
 def strip_module_prefix(state_dict):
@@ -113,11 +87,11 @@ def _is_state_dict(obj):
         isinstance(k, str) and torch.is_tensor(v) for k, v in obj.items())
 
 
-def load_checkpoint(path):
+def load_checkpoint(path, what=None):
     """The dict stored at `path` (a main.py checkpoint or a bare state_dict); UserError for a missing, truncated or
-    foreign file."""
+    foreign file. `what` names the flag the path came from (e.g. "--resume") in the missing-file message."""
     if not path or not os.path.isfile(path):
-        raise UserError("--resume: no such checkpoint file: {}".format(path))
+        raise UserError("{}checkpoint not found: {}".format(what + ": " if what else "", path))
     try:
         obj = torch_load(path)
     except Exception as exc:  # truncated zip, pickle of foreign objects, random bytes...
@@ -131,13 +105,13 @@ def load_checkpoint(path):
     raise UserError("{} is not a checkpoint: expected a state_dict or a dict with a 'state_dict' entry".format(path))
 
 
-def load_model_weights(path):
+def load_model_weights(path, what=None):
     """(state_dict without `module.` prefixes, meta) for a main.py checkpoint or a bare state_dict.
 
     `meta` is the checkpoint without its big tensors (arch, epoch, best_acc1, classes, args ...), `{}` for a bare
-    state_dict. Used by --resume/--pretrained, tools/demo.py and the exporters.
+    state_dict. Used by --resume/--pretrained, tools/demo.py and the exporters; `what` as in load_checkpoint.
     """
-    obj = load_checkpoint(path)
+    obj = load_checkpoint(path, what)
     if "state_dict" in obj and not torch.is_tensor(obj["state_dict"]):
         meta = {k: v for k, v in obj.items() if k not in _BIG_KEYS}
         return strip_module_prefix(obj["state_dict"]), meta

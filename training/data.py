@@ -45,8 +45,9 @@ def _class_folders(root):
     return sorted(n for n in names if not n.startswith(".") and os.path.isdir(os.path.join(root, n)))
 
 
-def _image_files(folder):
-    """(sorted image paths under folder, recursively; number of visible non-image files skipped)."""
+def list_images(folder):
+    """(sorted image paths under folder, recursively; number of visible non-image files skipped). Also used by
+    tools/demo.py to expand a folder argument."""
     paths, skipped = [], 0
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
         dirnames.sort()
@@ -68,7 +69,8 @@ def _has_image(folder):
     return False
 
 
-def _require_classes(root):
+def list_classes(root):
+    """Sorted class folder names of an ImageFolder root; UserError when it is missing or has none."""
     if not os.path.isdir(root):
         raise UserError("data folder not found: {}".format(root))
     classes = _class_folders(root)
@@ -79,10 +81,10 @@ def _require_classes(root):
 
 def scan_folder(root):
     """`(samples, classes)`: samples are (path, class index) in sorted order; UserError for an empty class."""
-    classes = _require_classes(root)
+    classes = list_classes(root)
     samples, skipped = [], 0
     for index, name in enumerate(classes):
-        paths, skipped_here = _image_files(os.path.join(root, name))
+        paths, skipped_here = list_images(os.path.join(root, name))
         if not paths:
             raise UserError("empty class folder (no {} files): {}".format(
                 "/".join(e[1:] for e in IMG_EXTENSIONS[:3]), os.path.join(root, name)))
@@ -95,7 +97,7 @@ def scan_folder(root):
 
 def num_classes(train_dir):
     """Number of class folders in the train folder."""
-    return len(_require_classes(train_dir))
+    return len(list_classes(train_dir))
 
 
 def check_data_root(path):
@@ -110,8 +112,8 @@ def check_data_root(path):
     for split in (train_dir, val_dir):
         if not os.path.isdir(split):
             raise UserError("no {}/ folder in {}".format(os.path.basename(split), path))
-    train_classes = _require_classes(train_dir)
-    val_classes = _require_classes(val_dir)
+    train_classes = list_classes(train_dir)
+    val_classes = list_classes(val_dir)
     if train_classes != val_classes:
         missing = sorted(set(train_classes) - set(val_classes))
         extra = sorted(set(val_classes) - set(train_classes))

@@ -26,6 +26,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from training.checkpoint import strip_module_prefix
 from training.errors import UserError
 
 
@@ -113,7 +114,7 @@ class ModelEma:
 
     def load_state_dict(self, state_dict):
         """Restore the average from `state_dict()` output (on resume); `module.` prefixes are accepted."""
-        state_dict = {_strip_prefix(name): value for name, value in state_dict.items()}
+        state_dict = strip_module_prefix(state_dict)
         self.module.load_state_dict(state_dict)
         for name, shadow in self._shadow.items():
             shadow.copy_(state_dict[name].to(device=shadow.device, dtype=shadow.dtype))
@@ -128,64 +129,49 @@ def _tensors(module):
     return list(module.parameters()) + list(module.buffers())
 
 
+def _fused(name, *args, **kwargs):
+    """torch._foreach_<name>(*args, **kwargs): one multi-tensor kernel instead of a loop. False where this torch or
+    device has none; a missing kernel fails at dispatch, before any tensor changed, so the caller's loop is safe."""
+    function = getattr(torch, "_foreach_" + name, None)
+    if function is None:
+        return False
+    try:
+        function(*args, **kwargs)
+        return True
+    except (RuntimeError, NotImplementedError, TypeError):
+        return False
+
+
 def _blend(tensors, others, weight):
-    """tensors = (1 - weight) * tensors + weight * others, in one fused pass where this torch and device have a
-    multi-tensor kernel (lerp: torch >= 2.0; mul + add: torch >= 1.7), else tensor by tensor.
-    A device without the fused kernel fails at dispatch, before any tensor changed, so falling back is safe."""
-    if not tensors:
-        return
-    if hasattr(torch, "_foreach_lerp_"):
-        try:
-            torch._foreach_lerp_(tensors, others, weight)
-            return
-        except (RuntimeError, NotImplementedError, TypeError):
-            pass
-    _scale(tensors, 1.0 - weight)
-    _add(tensors, others, weight)
+    """tensors = (1 - weight) * tensors + weight * others: fused lerp (torch >= 2.0), else mul + add."""
+    if tensors and not _fused("lerp_", tensors, others, weight):
+        _scale(tensors, 1.0 - weight)
+        _add(tensors, others, weight)
 
 
 def _scale(tensors, factor):
-    """tensors *= factor; fused where available, else one by one."""
-    if hasattr(torch, "_foreach_mul_"):
-        try:
-            torch._foreach_mul_(tensors, factor)
-            return
-        except (RuntimeError, NotImplementedError, TypeError):
-            pass
-    for tensor in tensors:
-        tensor.mul_(factor)
+    """tensors *= factor."""
+    if not _fused("mul_", tensors, factor):
+        for tensor in tensors:
+            tensor.mul_(factor)
 
 
 def _copy(tensors, others):
-    """tensors[i] = others[i]; fused where available (torch >= 2.1), else one by one."""
-    if tensors and hasattr(torch, "_foreach_copy_"):
-        try:
-            torch._foreach_copy_(tensors, others)
-            return
-        except (RuntimeError, NotImplementedError, TypeError):
-            pass
-    for tensor, other in zip(tensors, others):
-        tensor.copy_(other)
+    """tensors[i] = others[i] (fused on torch >= 2.1)."""
+    if tensors and not _fused("copy_", tensors, others):
+        for tensor, other in zip(tensors, others):
+            tensor.copy_(other)
 
 
 def _add(tensors, others, alpha):
-    """tensors += alpha * others; fused where available, else one by one."""
-    if hasattr(torch, "_foreach_add_"):
-        try:
-            torch._foreach_add_(tensors, others, alpha=alpha)
-            return
-        except (RuntimeError, NotImplementedError, TypeError):
-            pass
-    for tensor, other in zip(tensors, others):
-        tensor.add_(other, alpha=alpha)
+    """tensors += alpha * others."""
+    if not _fused("add_", tensors, others, alpha=alpha):
+        for tensor, other in zip(tensors, others):
+            tensor.add_(other, alpha=alpha)
 
 
 def _needs_shadow(tensor):
     return tensor.is_floating_point() and tensor.dtype not in (torch.float32, torch.float64)
-
-
-def _strip_prefix(name):
-    return name[len("module."):] if name.startswith("module.") else name
 
 
 def batchnorm_layers(model):

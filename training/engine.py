@@ -93,19 +93,10 @@ class Logger:
 
 
 def _fields(batch_time, data_time, loss, acc1, acc5):
-    """(name, value, average, format) for format_step; each argument is a (value, average) pair."""
+    """(name, value, average, format) for format_step and format_test; each argument is a (value, average) pair."""
     return [("Time", batch_time[0], batch_time[1], "6.3f"), ("Data", data_time[0], data_time[1], "6.3f"),
             ("Loss", loss[0], loss[1], ".4e"), ("Acc@1", acc1[0], acc1[1], "6.2f"),
             ("Acc@5", acc5[0], acc5[1], "6.2f")]
-
-
-def format_test_line(head, step, steps, fields):
-    """`[cpu id: 0 ] Test: [ 3/10]\tTime ...`: same fields as a step line but no `Epoch:`, so parsers that take the
-    last training loss never pick a validation loss (a fault of the original)."""
-    width = len(str(steps))
-    start = "{} Test: [{:{w}d}/{}]".format(head, step, steps, w=width)
-    parts = ["{} {:{s}} ({:{s}})".format(name, value, average, s=spec) for name, value, average, spec in fields]
-    return "\t".join([start] + parts)
 
 
 class TrainState:
@@ -244,7 +235,7 @@ def validate(model, loader, criterion, amp, preprocess, device, log, metrics=Non
                                  (float(loss.item()), total[0] / total[3]),
                                  (100.0 * float(counts[0]) / n, 100.0 * total[1] / total[3]),
                                  (100.0 * float(counts[1]) / n, 100.0 * total[2] / total[3]))
-                log(format_test_line(log.head, step, steps, fields))
+                log(zlog.format_test(log.head, step, steps, fields))
             end = time.time()
     loss_sum, top1, top5, count = distributed.all_reduce_sum(sums.tolist(), device)
     if count == 0:

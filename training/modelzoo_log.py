@@ -20,12 +20,22 @@ def prefix(device_type, device_id):
     return "[{} id: {} ]".format(device_type, device_id)
 
 
+def _progress(start, steps_done, steps, fields):
+    """`start [ i/N]\tName value (average)\t...`: `fields` is a sequence of (name, value, average, format spec)."""
+    width = len(str(steps))
+    parts = ["{} {:{s}} ({:{s}})".format(name, value, average, s=spec) for name, value, average, spec in fields]
+    return "\t".join(["{}[{:{w}d}/{}]".format(start, steps_done, steps, w=width)] + parts)
+
+
 def format_step(head, epoch, step, steps, fields):
     """One progress line. `fields` is a sequence of (name, value, average, format spec), e.g. ("Loss", v, a, ".4e")."""
-    width = len(str(steps))
-    start = "{} Epoch: [{}][{:{w}d}/{}]".format(head, epoch, step, steps, w=width)
-    parts = ["{} {:{s}} ({:{s}})".format(name, value, average, s=spec) for name, value, average, spec in fields]
-    return "\t".join([start] + parts)
+    return _progress("{} Epoch: [{}]".format(head, epoch), step, steps, fields)
+
+
+def format_test(head, step, steps, fields):
+    """`[cpu id: 0 ] Test: [ 3/10]\tTime ...`: a validation progress line with the fields of a step line but no
+    `Epoch:`, so parsers that take the last training loss never pick a validation loss (a fault of the original)."""
+    return _progress("{} Test: ".format(head), step, steps, fields)
 
 
 def format_fps(head, fps, step_time):
