@@ -161,6 +161,9 @@ def check_args(args):
         raise UserError("--workers must be >= 0, got {}".format(args.workers))
     if not 0.0 <= args.label_smoothing < 1.0:
         raise UserError("--label-smoothing must be in [0, 1), got {}".format(args.label_smoothing))
+    low, high = args.train_crop_scale
+    if not 0.0 < low <= high <= 1.0:
+        raise UserError("--train-crop-scale must satisfy 0 < MIN <= MAX <= 1, got {:g} {:g}".format(low, high))
     if args.bn_recalibrate < 0:
         raise UserError("--bn-recalibrate must be >= 0, got {}".format(args.bn_recalibrate))
     if args.benchmark == 1 and args.optimizer_batch_size % args.batch_size != 0:

@@ -67,6 +67,7 @@ def test_flag_problems(data_root, tmp_path, capsys):
     expect_error(TINY + ["--data", data_root, "--benchmark", "1", "--optimizer-batch-size", "6"], capsys,
                  "--optimizer-batch-size 6")
     expect_error(TINY + ["--data", data_root, "--amp", "--loss-scale", "big"], capsys, "--loss-scale")
+    expect_error(TINY + ["--dummy", "--train-crop-scale", "0", "1"], capsys, "--train-crop-scale", "0 1")
 
 
 def test_npu_without_torch_npu_names_the_reason(data_root, capsys, monkeypatch):
