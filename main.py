@@ -282,7 +282,12 @@ def train_and_evaluate(args, ctx, device, device_type, log, is_main):
     if resume is not None and not weights_only:
         start_epoch = int(resume.get("epoch", 0))
         best_acc1 = float(resume.get("best_acc1", 0.0))
-        optimizer.load_state_dict(resume["optimizer"])
+        try:
+            optimizer.load_state_dict(resume["optimizer"])
+        except (ValueError, KeyError) as exc:  # parameter groups differ: other weight-decay flags or recipe
+            raise UserError("--resume {}: its optimizer state does not fit these flags ({}); resume with the flags "
+                            "of the original run (--wd, --norm-weight-decay, --bias-weight-decay, --recipe), or "
+                            "add --pretrained to load only its weights".format(args.resume, exc)) from None
         amp.load_state_dict(resume.get("amp"))
         if ema is not None and resume.get("model_ema") is not None:
             ema.load_state_dict(resume["model_ema"])

@@ -491,6 +491,11 @@ def test_summary_command_writes_file_atomically(tmp_path, capsys):
                                            "--mode", "perf", "--e2e-seconds", "1", "--output-dir", str(tmp_path)])
     assert code == 2
     assert capsys.readouterr().err.startswith("error: training log")
+    # an output folder that does not exist yet is made (the README's example writes to a fresh /tmp/summary)
+    fresh = tmp_path / "new" / "summary"
+    assert modelzoo_summary.main([str(log), "--rank-size", "1", "--batch-size", "256", "--mode", "perf",
+                                  "--e2e-seconds", "5", "--output-dir", str(fresh)]) == 0
+    assert os.listdir(str(fresh)) == ["Shufflenetv2_ID0099_for_PyTorch_bs256_1p_perf.log"]
 
 
 if __name__ == "__main__":

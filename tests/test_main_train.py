@@ -106,6 +106,12 @@ def test_resume_after_epoch_1_ends_with_identical_weights(data_root, tmp_path, c
     assert all(torch.equal(x, y) for x, y in zip(momentum_a, momentum_b))
     assert a["best_acc1"] == b["best_acc1"]
     assert torch.equal(a["rng"]["torch"], b["rng"]["torch"])
+    # other weight-decay groups than the saved optimizer's: one error line naming the cause, not a traceback
+    capsys.readouterr()
+    assert main.main(base + ["--norm-weight-decay", "0", "--bias-weight-decay", "0", "--resume",
+                             os.path.join(full, "checkpoint.pth.tar"), "--output-dir", resumed]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "optimizer state does not fit these flags" in err[0], err
 
 
 def start(argv, out):

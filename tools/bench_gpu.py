@@ -75,7 +75,7 @@ def loader_rate(data_dir, images, batch_size, workers, batches):
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
     parser.add_argument("--device", default="cuda", choices=("cuda", "npu", "cpu"),
                         help="cuda (default), npu, or cpu for a --tiny dry run")
     parser.add_argument("--tiny", action="store_true",

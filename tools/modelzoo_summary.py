@@ -66,6 +66,7 @@ def summarize(lines, network, rank_size, batch_size, mode, e2e_seconds, device_t
 
 def write_summary(summary, output_dir):
     """Write `<output_dir>/<CaseName>.log` atomically; returns its path."""
+    os.makedirs(output_dir, exist_ok=True)
     path = os.path.join(output_dir, dict(summary)["CaseName"] + ".log")
     text = "".join("{} = {}\n".format(key, value) for key, value in summary)
     atomic_write(path, lambda stream: stream.write(text.encode("utf-8")))
