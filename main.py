@@ -261,7 +261,7 @@ def train_and_evaluate(args, ctx, device, device_type, log, is_main):
     seed_everything(args.seed + ctx.rank)  # different augmentation streams per rank
 
     amp = devices.build_amp(args.amp, device_type, args.opt_level, args.loss_scale, log=log)
-    apex_optimizers = devices.import_apex()[1] if amp.apex_amp is not None else None
+    apex_optimizers = amp.apex_optimizers  # Ascend apex fused SGD: only with apex amp O1/O2 on NPU
     optimizer = devices.build_optimizer(model, args.lr, args.momentum, args.weight_decay, args.norm_weight_decay,
                                         args.bias_weight_decay, apex_optimizers, device_type)
     ema = None

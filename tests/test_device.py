@@ -1,6 +1,7 @@
 """training/device.py: device choice, guarded imports, weight-decay groups, AMP; the torch_npu and apex paths run
 against the recording fakes in tests/fakes."""
 import sys
+import types
 
 import pytest
 import torch
@@ -69,6 +70,8 @@ def test_fake_npu_is_chosen_by_auto_and_selected(fakes):
     except RuntimeError:
         pass  # this torch has no "npu" device type (the real torch_npu registers it); the call is what we check
     assert ("set_device", (3,), {}) in torch_npu.CALLS
+    with pytest.raises(UserError, match=r"npu device index 8 does not exist: 8 visible .*ASCEND_RT_VISIBLE_DEVICES"):
+        devices.set_device("npu", 8)
     assert devices.default_backend("npu") == "hccl"
     assert devices.resolve_device_type("gpu" if torch.cuda.is_available() else "cpu") in ("cuda", "cpu")
 
@@ -94,9 +97,10 @@ def test_apex_path_with_fakes_trains_and_checkpoints(fakes, capsys):
     amp = devices.build_amp(True, "npu", "O2", "64")
     assert amp.kind == "apex" and amp.scaler is None
     net = small_net()
-    optimizer = devices.build_optimizer(net, 0.1, 0.9, 1e-4, 0.0, None,
-                                        devices.import_apex()[1], device_type="npu")
+    optimizer = devices.build_optimizer(net, 0.1, 0.9, 1e-4, 0.0, None, amp.apex_optimizers, device_type="npu")
     assert type(optimizer).__name__ == "NpuFusedSGD"
+    with pytest.raises(RuntimeError, match="should be used with AMP"):  # as Ascend apex: amp.initialize first
+        optimizer.step()
     net, optimizer = amp.prepare(net, optimizer)
     assert ("initialize", {"opt_level": "O2", "loss_scale": 64.0, "combine_grad": True}) in apex.CALLS
 
@@ -142,3 +146,45 @@ def test_bad_amp_flags():
         devices.build_amp(True, "cpu", "O2", "0", log=lambda s: None)
     with pytest.raises(UserError, match="--opt-level"):
         devices.build_amp(True, "cpu", "O7", None, log=lambda s: None)
+
+
+def test_apex_fused_sgd_only_with_o1_o2(fakes):
+    """Ascend apex's NpuFusedSGD supports amp O1/O2 only: other levels (and CUDA) keep torch's SGD."""
+    assert devices.build_amp(True, "npu", "O1", "64").apex_optimizers is not None
+    for level, device_type in (("O0", "npu"), ("O3", "npu"), ("O2", "cuda")):
+        amp = devices.build_amp(True, device_type, level, "64")
+        assert amp.kind == "apex" and amp.apex_optimizers is None
+        optimizer = devices.build_optimizer(small_net(), 0.1, 0.9, 0.0, apex_optimizers=amp.apex_optimizers,
+                                            device_type=device_type)
+        assert type(optimizer) is torch.optim.SGD
+    assert devices.build_amp(False, "npu").apex_optimizers is None
+
+
+def test_native_amp_on_npu_uses_torch_npu_scaler_and_autocast(fakes):
+    """Without apex, NPU AMP uses torch_npu's GradScaler (NPU overflow handling), not torch.amp.GradScaler."""
+    apex, torch_npu = fakes
+    sys.modules["apex.amp"] = None  # import apex.amp -> ImportError (restored by the fixture)
+    lines = []
+    amp = devices.build_amp(True, "npu", "O2", "64", log=lines.append)
+    assert amp.kind == "native-float16" and lines[0].startswith("warning: --amp: apex is not available")
+    assert isinstance(amp.scaler, torch_npu.GradScaler)
+    assert ("GradScaler", (), {"init_scale": 64.0, "growth_interval": 2 ** 30}) in torch_npu.CALLS
+    dynamic = devices.build_amp(True, "npu", "O2", "-1", log=lines.append)
+    assert torch_npu.CALLS[-1] == ("GradScaler", (), {"init_scale": 2.0 ** 16, "growth_interval": 2000})
+    assert isinstance(dynamic.scaler, torch_npu.GradScaler)
+    # this torch has no "npu" autocast device: the context falls back to torch.npu.amp.autocast
+    with amp.autocast():
+        pass
+    assert torch_npu.CALLS[-1] == ("autocast", (), {"enabled": True, "dtype": None})
+
+
+def test_builtin_torch_npu_of_pytorch_1_5_is_used(fresh_imports):
+    """Ascend PyTorch 1.5.0 has torch.npu built in and no torch_npu package."""
+    fresh_imports.setitem(sys.modules, "torch_npu", None)
+    builtin = types.SimpleNamespace(is_available=lambda: True, device_count=lambda: 2)
+    fresh_imports.setattr(torch, "npu", builtin, raising=False)
+    assert devices.import_torch_npu() == (builtin, None)
+    assert devices.resolve_device_type("npu") == "npu" and devices.device_count("npu") == 2
+    fresh_imports.setattr(torch, "npu", types.SimpleNamespace(is_available=lambda: False), raising=False)
+    with pytest.raises(UserError, match="torch_npu cannot be used"):
+        devices.resolve_device_type("npu")

@@ -31,14 +31,26 @@ def _guarded_import(name):
 
 
 def import_torch_npu():
-    """(torch_npu, None) when the NPU plug-in imports and sees a device, else (None, reason)."""
+    """(torch_npu, None) when the NPU plug-in imports and sees a device, else (None, reason).
+
+    Ascend's PyTorch 1.5.0 builds have no torch_npu package (the plug-in split came with 1.8.1): NPU support is
+    built into torch there, so a `torch.npu` that already sees a device is used as is."""
     module, reason = _guarded_import("torch_npu")
-    if module is None:
-        return None, reason
     npu = getattr(torch, "npu", None)
+    if module is None:
+        if npu is not None and _npu_available(npu):
+            return npu, None
+        return None, reason
     if npu is None or not npu.is_available():
         return None, "torch_npu imported but no NPU is available"
     return module, None
+
+
+def _npu_available(npu):
+    try:
+        return bool(npu.is_available())
+    except Exception:  # a half-initialised built-in npu module: treat as absent
+        return False
 
 
 def import_apex():
@@ -81,8 +93,20 @@ def device_count(device_type):
     return 1
 
 
+VISIBLE_ENV = {"npu": "ASCEND_RT_VISIBLE_DEVICES", "cuda": "CUDA_VISIBLE_DEVICES"}
+
+
 def set_device(device_type, index):
-    """Select accelerator `index` for this process; returns the torch.device to put tensors on."""
+    """Select accelerator `index` for this process; returns the torch.device to put tensors on.
+
+    Indices count the visible devices from 0: with ASCEND_RT_VISIBLE_DEVICES=4,5 (or CUDA_VISIBLE_DEVICES) device 4
+    is index 0, so an index past the visible count is a UserError here rather than a driver error later."""
+    if device_type in VISIBLE_ENV:
+        count = device_count(device_type)
+        if not 0 <= index < count:
+            raise UserError("{} device index {} does not exist: {} visible device(s), indices 0..{} (with {} set, "
+                            "index 0 is its first entry)".format(device_type, index, count, count - 1,
+                                                                 VISIBLE_ENV[device_type]))
     if device_type == "npu":
         torch.npu.set_device(index)
         return torch.device("npu:{}".format(index))
@@ -160,12 +184,17 @@ class Amp:
     `amp.backward(loss, optimizer)` and `amp.step(optimizer)`. `state_dict()` goes into checkpoints.
     """
 
-    def __init__(self, enabled, device_type, opt_level="O2", loss_scale=None, apex_amp=None):
+    def __init__(self, enabled, device_type, opt_level="O2", loss_scale=None, apex_amp=None, apex_optimizers=None):
         self.enabled = bool(enabled)
         self.device_type = device_type
         self.opt_level = opt_level
         self.loss_scale = _parse_loss_scale(loss_scale)
         self.apex_amp = apex_amp if (self.enabled and device_type in ("npu", "cuda")) else None
+        # Ascend apex's fused optimizers refuse to step unless amp.initialize has run, and support O1/O2 only
+        # (apex/optimizers/npu_fused_sgd.py): pass them to build_optimizer only in that case.
+        self.apex_optimizers = None
+        if self.apex_amp is not None and device_type == "npu" and opt_level in ("O1", "O2"):
+            self.apex_optimizers = apex_optimizers
         self.scaler = None
         self.dtype = None
         if self.enabled and self.apex_amp is None:
@@ -180,17 +209,24 @@ class Amp:
         return "apex" if self.apex_amp is not None else "native-{}".format(str(self.dtype).replace("torch.", ""))
 
     def _native_scaler(self):
-        """GradScaler; a static --loss-scale starts there and never grows (overflowing steps are still skipped)."""
+        """GradScaler; a static --loss-scale starts there and never grows (overflowing steps are still skipped).
+
+        On NPU torch_npu's own torch.npu.amp.GradScaler comes first: it is the documented NPU form of the CUDA
+        scaler on every torch_npu release, and it knows the NPU-only parts (the float-status overflow flag of
+        Atlas training chips without inf/nan mode, fused optimizers' combined gradients) that the generic
+        torch.amp.GradScaler("npu") of torch >= 2.3 does not."""
         kwargs = {}
         if isinstance(self.loss_scale, float):
             kwargs = {"init_scale": self.loss_scale, "growth_interval": 2 ** 30}
+        if self.device_type == "npu":
+            npu_amp = getattr(getattr(torch, "npu", None), "amp", None)
+            if npu_amp is not None and hasattr(npu_amp, "GradScaler"):
+                return npu_amp.GradScaler(**kwargs)
         if hasattr(torch, "amp") and hasattr(torch.amp, "GradScaler"):
             try:
                 return torch.amp.GradScaler(self.device_type, **kwargs)
             except TypeError:
                 pass
-        if self.device_type == "npu":
-            return torch.npu.amp.GradScaler(**kwargs)
         return torch.cuda.amp.GradScaler(**kwargs)
 
     def prepare(self, model, optimizer):
@@ -208,7 +244,13 @@ class Amp:
         if self.dtype is None:
             return contextlib.nullcontext()
         if hasattr(torch, "autocast"):
-            return torch.autocast(device_type=self.device_type, dtype=self.dtype)
+            # torch >= 2.1 accepts "npu" natively and torch_npu 1.11 patches torch.autocast to accept it; a torch
+            # that still refuses the device type (RuntimeError) falls through to torch.npu.amp.autocast below.
+            try:
+                return torch.autocast(device_type=self.device_type, dtype=self.dtype)
+            except RuntimeError:
+                if self.device_type != "npu":
+                    raise
         if self.device_type == "cuda":
             return torch.cuda.amp.autocast()
         if self.device_type == "npu":
@@ -253,11 +295,11 @@ def build_amp(enabled, device_type, opt_level="O2", loss_scale=None, log=print):
     warning when apex is absent (the ModelZoo flags ask for it)."""
     if opt_level not in ("O0", "O1", "O2", "O3"):
         raise UserError("--opt-level must be O0, O1, O2 or O3, got {!r}".format(opt_level))
-    apex_amp = None
+    apex_amp = apex_optimizers = None
     if enabled:
-        apex_amp, _, reason = import_apex()
+        apex_amp, apex_optimizers, reason = import_apex()
         if apex_amp is None:
             log("warning: --amp: apex is not available ({}); using native torch AMP".format(reason))
         elif device_type == "cpu":
             log("note: --amp on CPU uses native bfloat16 autocast (apex amp needs npu or cuda)")
-    return Amp(enabled, device_type, opt_level, loss_scale, apex_amp)
+    return Amp(enabled, device_type, opt_level, loss_scale, apex_amp, apex_optimizers)

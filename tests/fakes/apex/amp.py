@@ -11,6 +11,7 @@ def initialize(model, optimizer, opt_level="O1", loss_scale=None, combine_grad=N
         raise TypeError("unexpected apex.amp.initialize arguments: {}".format(sorted(kwargs)))
     CALLS.append(("initialize", {"opt_level": opt_level, "loss_scale": loss_scale, "combine_grad": combine_grad}))
     _STATE["loss_scaler0"]["loss_scale"] = 65536.0 if loss_scale == "dynamic" else float(loss_scale)
+    optimizer._amp_stash = object()  # the real one: fused optimizers refuse to step without it
     return model, optimizer
 
 
