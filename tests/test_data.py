@@ -305,3 +305,10 @@ def test_train_crop_scale_reaches_the_crop_boxes_and_is_validated(root, monkeypa
     assert all(0.62 <= a <= 0.98 for a in areas), areas
     with pytest.raises(UserError, match="crop scale"):
         data.build_train_loader(os.path.join(root, "train"), batch_size=8, workers=0, scale=(0.9, 0.5))
+
+
+def test_jitter_factors_reach_the_device_unchanged():
+    factors, order = augment.sample_jitter(5, 0.4, torch.Generator().manual_seed(3))
+    on_device_factors, on_device_order = data.upload_jitter(factors, order, torch.device("cpu"))
+    assert torch.equal(on_device_factors, factors)
+    assert torch.equal(on_device_order, order) and on_device_order.dtype == torch.int64

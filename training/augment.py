@@ -137,6 +137,17 @@ def sample_jitter(batch, strength, generator=None):
 _GRAY = (0.2989, 0.587, 0.114)  # torchvision's rgb_to_grayscale weights
 
 
+_GRAY_CACHE = {}
+
+
+def _gray_weights(device, dtype):
+    """The grayscale weights on `device`, made once per device: a new small tensor per batch is a blocking copy."""
+    key = (str(device), dtype)
+    if key not in _GRAY_CACHE:
+        _GRAY_CACHE[key] = torch.tensor(_GRAY, dtype=dtype).to(device)
+    return _GRAY_CACHE[key]
+
+
 def color_jitter_(images, factors, order, bound=1.0):
     """Brightness, contrast and saturation in place on float images `[B, 3, H, W]` with values in [0, bound].
 
@@ -151,7 +162,7 @@ def color_jitter_(images, factors, order, bound=1.0):
     factors = factors.to(device=device, dtype=dtype)
     order = order.to(device)
     flat = images.view(batch, 3, -1)
-    weights = torch.tensor(_GRAY, device=device, dtype=dtype).view(1, 1, 3).expand(batch, 1, 3).contiguous()
+    weights = _gray_weights(device, dtype).view(1, 1, 3).expand(batch, 1, 3).contiguous()
     zero = torch.zeros((), device=device, dtype=dtype)
     for step in range(3):
         op = order[:, step]

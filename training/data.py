@@ -351,6 +351,18 @@ def load_val_image(path, resize_size=256, crop_size=224):
 # Device side
 
 
+def upload_jitter(factors, order, device):
+    """Factors `[B, 3]` and order `[B, 3]` to the device in one pinned, non-blocking copy: a plain copy from pageable
+    memory would make the host wait for the accelerator on every training step."""
+    packed = torch.cat([factors, order.to(factors.dtype)], dim=1)
+    try:
+        packed = packed.pin_memory()
+    except RuntimeError:  # no pinned memory on this machine/backend: the copy blocks, the values are the same
+        pass
+    packed = packed.to(device, non_blocking=True)
+    return packed[:, :3], packed[:, 3:].long()
+
+
 class DevicePreprocess:
     """uint8 batch on the device -> normalized float32, with per-image colour jitter when training.
 
@@ -394,6 +406,7 @@ class DevicePreprocess:
         else:
             out.copy_(images)
             if jitter:
+                factors, order = upload_jitter(factors, order, images.device)
                 augment.color_jitter_(out, factors, order, bound=255.0)
             out.sub_(mean).mul_(inv_std)
         if self.channels_last:

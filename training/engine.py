@@ -170,8 +170,9 @@ def train_one_epoch(model, loader, state, epoch, steps):
         with torch.no_grad():
             counts = correct_counts(output.float(), targets)
             n = targets.size(0)
-            sums += torch.stack([loss.detach().double() * n, counts[0], counts[1],
-                                 torch.tensor(float(n), dtype=torch.float64, device=device)])
+            # no host-to-device tensor per step: a blocking copy there would sync the accelerator every step
+            sums[:3] += torch.stack([loss.detach().double() * n, counts[0], counts[1]])
+            sums[3] += n
         if step + 1 == skip:
             synchronize(device)
             fps_start = time.time()
@@ -226,8 +227,8 @@ def validate(model, loader, criterion, amp, preprocess, device, log, metrics=Non
             loss = criterion(output, targets)
             counts = correct_counts(output, targets)
             n = targets.size(0)
-            sums += torch.stack([loss.double() * n, counts[0], counts[1],
-                                 torch.tensor(float(n), dtype=torch.float64, device=device)])
+            sums[:3] += torch.stack([loss.double() * n, counts[0], counts[1]])
+            sums[3] += n
             if log.enabled and (step % print_freq == 0 or step + 1 == steps):
                 total = sums.tolist()
                 now = time.time()
