@@ -206,14 +206,12 @@ def build_loaders(args, ctx, device):
     val = data.build_val_loader(val_dir, per_rank, args.workers, resize_size=args.val_resize_size,
                                 crop_size=args.val_crop_size, world_size=ctx.world_size, rank=ctx.rank,
                                 strict=args.strict_data, pin_memory=pin)
-    found = data.num_classes(train_dir)
-    classes = getattr(getattr(train, "dataset", None), "classes", None)
-    if classes is None:
-        classes = sorted(d for d in os.listdir(train_dir) if os.path.isdir(os.path.join(train_dir, d)))
+    classes = list(train.dataset.classes)
+    found = len(classes)
     if args.num_classes is not None and args.num_classes < found:
         raise UserError("--num-classes {} is smaller than the {} class folders in {}".format(
             args.num_classes, found, train_dir))
-    return train, sampler, val, args.num_classes or found, list(classes)
+    return train, sampler, val, args.num_classes or found, classes
 
 
 def should_evaluate(epoch, args):
@@ -253,7 +251,7 @@ def train_and_evaluate(args, ctx, device, device_type, log, is_main):
     weights_only = resume is not None and (args.pretrained or args.evaluate or "state_dict" not in resume
                                            or torch.is_tensor(resume.get("state_dict")))
     if resume is not None:
-        state_dict, _ = ckpt.load_model_weights(args.resume, "--resume")
+        state_dict, _ = ckpt.split_weights(resume)
         ckpt.load_into_model(model, state_dict, args.resume)
     model.to(device)
     if args.channels_last:

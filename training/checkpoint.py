@@ -111,7 +111,11 @@ def load_model_weights(path, what=None):
     `meta` is the checkpoint without its big tensors (arch, epoch, best_acc1, classes, args ...), `{}` for a bare
     state_dict. Used by --resume/--pretrained, tools/demo.py and the exporters; `what` as in load_checkpoint.
     """
-    obj = load_checkpoint(path, what)
+    return split_weights(load_checkpoint(path, what))
+
+
+def split_weights(obj):
+    """(state_dict without `module.` prefixes, meta) of a dict that load_checkpoint returned."""
     if "state_dict" in obj and not torch.is_tensor(obj["state_dict"]):
         meta = {k: v for k, v in obj.items() if k not in _BIG_KEYS}
         return strip_module_prefix(obj["state_dict"]), meta

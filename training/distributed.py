@@ -162,7 +162,7 @@ def all_reduce_sum(values, device):
     """Sum a list of numbers over all ranks (one collective); returns a list of floats."""
     tensor = torch.tensor([float(v) for v in values], dtype=torch.float64, device=device)
     if is_initialized():
-        if device.type != "cpu":
+        if device.type == "npu":
             tensor = tensor.float()  # hccl lacks float64; counts stay exact below 2**24 per call
         dist.all_reduce(tensor)
     return [float(v) for v in tensor.cpu().tolist()]
