@@ -68,8 +68,7 @@ def loader_rate(data_dir, images, batch_size, workers, batches):
         if data_dir is None:
             bench_loader.make_data(tmp, images)
             data_dir = tmp
-        train_dir = os.path.join(data_dir, "train") if os.path.isdir(os.path.join(data_dir, "train")) else data_dir
-        img_s, cpu_ms = bench_loader.run_ours(train_dir, batch_size, workers, batches, 0.2)
+        img_s, cpu_ms = bench_loader.run_ours(bench_loader.train_folder(data_dir), batch_size, workers, batches, 0.2)
     return {"img_s": round(img_s, 1), "cpu_ms_per_img": round(cpu_ms, 2), "workers": workers,
             "batch_size": batch_size}
 
@@ -91,6 +90,12 @@ def parse_args(argv):
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="loader processes (all cores)")
     parser.add_argument("--no-loader", action="store_true", help="skip the loader figure")
     args = parser.parse_args(argv)
+    for name, value in (("--batch-size", min(args.batch_size)), ("--rounds", args.rounds), ("--steps", args.steps),
+                        ("--loader-images", args.loader_images), ("--loader-batches", args.loader_batches)):
+        if value < 1:
+            raise UserError("{} must be at least 1, got {}".format(name, value))
+    if args.workers < 0:  # checked here too, not only by the loader after minutes of GPU figures
+        raise UserError("--workers must be 0 or more, got {}".format(args.workers))
     if args.tiny:
         args.batch_size, args.rounds, args.steps = [4], 1, 1
         args.loader_images, args.loader_batches, args.workers = 16, 2, 1

@@ -103,6 +103,12 @@ def _endless(loader, sampler=None):
         epoch += 1
 
 
+def train_folder(path):
+    """path/train when there is one (a data set root), else path itself (a train folder)."""
+    train = os.path.join(path, "train")
+    return train if os.path.isdir(train) else path
+
+
 def run_ours(train_dir, batch_size, workers, batches, jitter):
     loader, sampler = data.build_train_loader(train_dir, batch_size, workers, crop_size=224, seed=0)
     preprocess = data.DevicePreprocess(jitter=jitter)
@@ -177,12 +183,15 @@ def main(argv=None):
     parser.add_argument("--make-data", metavar="DIR", help="write ImageNet-like JPEGs to DIR and exit")
     parser.add_argument("--count", type=int, default=1000, help="images for --make-data")
     args = parser.parse_args(argv)
+    for name, value in (("--batches", args.batches), ("--rounds", args.rounds), ("--count", args.count)):
+        if value < 1:
+            raise UserError("{} must be at least 1, got {}".format(name, value))
     if args.make_data:
         make_data(args.make_data, args.count)
         return 0
     if not args.data:
         raise UserError("give --data DIR (or --make-data DIR first)")
-    train_dir = os.path.join(args.data, "train") if os.path.isdir(os.path.join(args.data, "train")) else args.data
+    train_dir = train_folder(args.data)
     torch.set_num_threads(1)  # per-core figures: the device-side work on the CPU uses one core
     for path, _ in data.scan_folder(train_dir)[0]:  # read every file once so both pipelines find it cached
         with open(path, "rb") as handle:

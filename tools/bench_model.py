@@ -24,6 +24,7 @@ import torch  # noqa: E402
 
 import models  # noqa: E402
 from training import device as devices  # noqa: E402
+from training.engine import synchronize  # noqa: E402
 from training.errors import UserError, run_cli  # noqa: E402
 
 LAYOUTS = {"nchw": False, "channels_last": True}
@@ -37,14 +38,6 @@ def available_devices():
     if devices.import_torch_npu()[0] is not None:
         found.append("npu")
     return found
-
-
-def synchronize(device_type):
-    """Wait for queued device work, so wall-clock time covers it."""
-    if device_type == "cuda":
-        torch.cuda.synchronize()
-    elif device_type == "npu":
-        torch.npu.synchronize()
 
 
 def torchvision_model(arch, num_classes=1000):
@@ -87,17 +80,17 @@ class TrainStep:
             self.note = "compile failed, eager: {}".format(str(exc).splitlines()[0][:120] if str(exc) else exc)
             self.forward = self.model
             self.run(steps)
-        synchronize(self.device_type)
+        synchronize(self.images.device)
 
     def images_per_second(self, steps, clock="wall"):
         """Wall-clock images/s, or with clock="cpu" images per CPU-second of this process (all its threads):
         on a shared CPU the latter does not count the time other programs held the cores."""
         timer = time.process_time if clock == "cpu" else time.perf_counter
         self.run(1)  # back into caches after the other model's turn
-        synchronize(self.device_type)
+        synchronize(self.images.device)
         start = timer()
         self.run(steps)
-        synchronize(self.device_type)
+        synchronize(self.images.device)
         return steps * self.images.shape[0] / (timer() - start)
 
 

@@ -80,22 +80,25 @@ def load_model(path, arch=None, ema=False, shuffle_impl=None):
 # Class names
 
 
-def read_name_file(path):
-    """Names from a text file, one per line; `wnid<TAB>name` lines (data/imagenet1k_classes.tsv) give the name."""
+def _read_rows(path):
+    """The non-blank lines of a text file, each split at tabs; UserError when it cannot be read."""
     try:
         with open(path, encoding="utf-8") as stream:
-            lines = [line.rstrip("\n\r") for line in stream]
+            return [line.rstrip("\n\r").split("\t") for line in stream if line.strip()]
     except (OSError, UnicodeDecodeError) as exc:
         raise UserError("cannot read class names from {}: {}".format(path, exc)) from None
-    return [line.split("\t")[-1].strip() for line in lines if line.strip()]
+
+
+def read_name_file(path):
+    """Names from a text file, one per line; `wnid<TAB>name` lines (data/imagenet1k_classes.tsv) give the name."""
+    return [row[-1].strip() for row in _read_rows(path)]
 
 
 def imagenet_names():
     """{wnid: name} and the name list of the shipped ImageNet-1k file (index order = sorted wnids)."""
-    lines = read_name_file(IMAGENET_CLASSES)
-    with open(IMAGENET_CLASSES, encoding="utf-8") as stream:
-        wnids = [line.split("\t")[0] for line in stream if line.strip()]
-    return dict(zip(wnids, lines)), lines
+    rows = _read_rows(IMAGENET_CLASSES)
+    names = [row[-1].strip() for row in rows]
+    return {row[0]: name for row, name in zip(rows, names)}, names
 
 
 def class_names(num_classes, meta, classes_arg=None):
@@ -189,12 +192,15 @@ def parse_args(argv):
 
 
 def resolve_device(name):
-    """torch.device for --device; the NPU plug-in is imported (guarded) only when asked for."""
-    from training.device import resolve_device_type
+    """torch.device for --device (training.device's checks: the NPU plug-in imported, guarded, only when asked for;
+    an index past the visible devices a UserError)."""
+    from training.device import resolve_device_type, set_device
 
     kind, _, index = name.partition(":")
     kind = resolve_device_type(kind)
-    return torch.device("{}:{}".format(kind, index) if index and kind != "cpu" else kind)
+    if index and not index.isdigit():
+        raise UserError("--device {}: the device index must be a number, as in cuda:1".format(name))
+    return set_device(kind, int(index or 0))
 
 
 def main(argv=None):

@@ -60,6 +60,11 @@ def _add_json(curves, record):
                              _number(record.get("loss")), bool(record.get("ema"))))
 
 
+def _epoch(curves, epoch):
+    """The figures of `epoch`, created empty on first use."""
+    return curves.epochs.setdefault(epoch, {"loss": None, "lr": None, "fps": None})
+
+
 def _add_text(curves, record, last_epoch):
     """One parse_line record of a ModelZoo log; returns the epoch the following lines belong to."""
     if record["kind"] == "step":
@@ -67,12 +72,12 @@ def _add_text(curves, record, last_epoch):
         x = epoch + record["step"] / float(max(1, record["steps"]))
         curves.steps.append((x, _number(record["loss"]), None))
         # the running average of the epoch's last step line is the epoch's mean loss
-        curves.epochs.setdefault(epoch, {"loss": None, "lr": None, "fps": None})["loss"] = _number(record["loss_avg"])
+        _epoch(curves, epoch)["loss"] = _number(record["loss_avg"])
         return epoch
     if last_epoch is None:
         return None  # FPS / accuracy before any step line: no epoch to put it at
     if record["kind"] == "fps":
-        curves.epochs.setdefault(last_epoch, {"loss": None, "lr": None, "fps": None})["fps"] = _number(record["fps"])
+        _epoch(curves, last_epoch)["fps"] = _number(record["fps"])
     elif record["kind"] == "acc":
         curves.evals.append((last_epoch, record["acc1"], record["acc5"], None, record["ema"]))
     return last_epoch

@@ -185,7 +185,7 @@ def color_jitter_one_(image, factors, order, bound=1.0):
     batched form, which a CPU pays for while an accelerator does not.
     """
     flat = image.view(3, -1)
-    weights = torch.tensor(_GRAY, dtype=image.dtype)
+    weights = _gray_weights(image.device, image.dtype)
     for op in order:
         factor = factors[op]
         if op == BRIGHTNESS:

@@ -57,17 +57,18 @@ class ModelEma:
         # The work of one update, planned once by position in _tensors() order: averaged, copied, or skipped
         # (non-persistent buffers such as the channel shuffle's index tables are constants).
         persistent = set(self.module.state_dict())
-        self._names = [name for name, _ in _named_tensors(self.module)]
+        # _average: (index, float32 shadow or None); the shadows accumulate the low-precision floating entries
+        # (see the module docstring) and are also kept by name for state_dict / load_state_dict.
         self._average, self._copy = [], []
-        # float32 accumulators for the low-precision floating entries (see the module docstring), by name
         self._shadow = {}
         for index, (name, tensor) in enumerate(_named_tensors(self.module)):
             if name not in persistent:
                 continue
             if tensor.is_floating_point():
-                self._average.append(index)
-                if _needs_shadow(tensor):
-                    self._shadow[name] = tensor.detach().float().clone()
+                shadow = None
+                if tensor.dtype not in (torch.float32, torch.float64):
+                    shadow = self._shadow[name] = tensor.detach().float().clone()
+                self._average.append((index, shadow))
             else:
                 self._copy.append(index)
 
@@ -83,8 +84,7 @@ class ModelEma:
             raise ValueError("ModelEma.update: the model has {} parameters + buffers, the averaged copy {}".format(
                 len(current), len(averaged)))
         targets, values, rounded = [], [], []
-        for index in self._average:
-            shadow = self._shadow.get(self._names[index])
+        for index, shadow in self._average:
             target = averaged[index] if shadow is None else shadow
             value = current[index]  # no detach needed: no_grad, and only read
             targets.append(target)
@@ -168,10 +168,6 @@ def _add(tensors, others, alpha):
     if not _fused("add_", tensors, others, alpha=alpha):
         for tensor, other in zip(tensors, others):
             tensor.add_(other, alpha=alpha)
-
-
-def _needs_shadow(tensor):
-    return tensor.is_floating_point() and tensor.dtype not in (torch.float32, torch.float64)
 
 
 def batchnorm_layers(model):
