@@ -27,6 +27,9 @@ CPU_PERF_BATCH_PER_PROCESS=8
 CPU_PERF_STEPS=15
 CPU_PERF_EPOCHS=1
 CPU_DEFAULT_PROCESSES=2
+# Seconds a rank gets to stop cleanly after SIGTERM before SIGKILL (tests shorten it). main.py stops at once, but a
+# rank blocked in a collective whose peer died may never get back to Python to handle the signal.
+STOP_GRACE_SECONDS=${LAUNCHER_STOP_GRACE_SECONDS:-20}
 
 die() {
     echo "error: $*" >&2
@@ -72,7 +75,8 @@ ${scale_flags}
   -h, --help                 this help
 Any other --flag=value (or --flag) is passed to main.py unchanged and overrides the launcher's value,
 e.g. --arch=shufflenet_v2_x0_5 --workers=8 --resume=test/output/0/checkpoint.pth.tar.
-Environment: PYTHON (interpreter, default python3), MASTER_ADDR / MASTER_PORT (default 127.0.0.1 / a free port).
+Environment: PYTHON (interpreter, default python3), MASTER_ADDR / MASTER_PORT (default 127.0.0.1 / a free port),
+LAUNCHER_STOP_GRACE_SECONDS (after one rank fails or Ctrl-C, seconds the others get to stop before SIGKILL; 20).
 EOF
 }
 
@@ -95,6 +99,14 @@ parse_launcher_args() {
     local arg value
     for arg in "$@"; do
         value="${arg#*=}"
+        case "${arg%%=*}" in
+            --data_path|--batch_size|--learning_rate|--epochs|--precision_mode|--device|--recipe|--output_root\
+            |--device_id|--nproc|--nnodes|--node_rank|--master_addr)
+                # `--flag VALUE` would pass VALUE to main.py as a stray argument; `--flag=` would set it empty.
+                if [ "${arg}" = "${arg%%=*}" ] || [ -z "${value}" ]; then
+                    die "${arg%%=*} needs a value: write ${arg%%=*}=VALUE"
+                fi ;;
+        esac
         case "${arg}" in
             -h|--help) usage; exit 0 ;;
             --data_path=*) OPT_DATA_PATH="${value}" ;;
@@ -116,9 +128,6 @@ parse_launcher_args() {
                     --node_rank=*) OPT_NODE_RANK="${value}" ;;
                     *) OPT_MASTER_ADDR="${value}" ;;
                 esac ;;
-            --data_path|--batch_size|--learning_rate|--epochs|--precision_mode|--device|--recipe|--output_root\
-            |--device_id|--nproc|--nnodes|--node_rank|--master_addr)
-                die "${arg} needs a value: write ${arg}=VALUE" ;;
             # The launcher must know these (process count, summary, data check): only its own flags set them.
             -b|-b=*|--batch-size|--batch-size=*) die "${arg%%=*}: use --batch_size=N" ;;
             --data|--data=*) die "${arg%%=*}: use --data_path=DIR" ;;
@@ -133,6 +142,14 @@ parse_launcher_args() {
             die "--$(echo "${name#OPT_}" | tr 'A-Z' 'a-z')=${value} is not a whole number"
         fi
     done
+    [[ "${STOP_GRACE_SECONDS}" =~ ^[0-9]+$ ]] \
+        || die "LAUNCHER_STOP_GRACE_SECONDS=${STOP_GRACE_SECONDS} is not a whole number"
+    if [ -n "${OPT_LR}" ] && ! [[ "${OPT_LR}" =~ ^([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?$ ]]; then
+        die "--learning_rate=${OPT_LR} is not a number"
+    fi
+    if [ -n "${OPT_BATCH_SIZE}" ] && [ "${OPT_BATCH_SIZE}" -lt 1 ]; then
+        die "--batch_size=${OPT_BATCH_SIZE}: need at least one image per step"
+    fi
     if [ -n "${OPT_NPROC}" ] && [ "${OPT_NPROC}" -lt 1 ]; then
         die "--nproc=${OPT_NPROC}: need at least one process"
     fi
@@ -163,7 +180,7 @@ parse_launcher_args() {
         [ -d "${OPT_DATA_PATH}" ] || die "--data_path=${OPT_DATA_PATH}: no such directory"
         OPT_DATA_PATH=$(cd "${OPT_DATA_PATH}" && pwd)
     fi
-    mkdir -p "${OPT_OUTPUT_ROOT}" || die "--output_root=${OPT_OUTPUT_ROOT}: cannot create it"
+    mkdir -p "${OPT_OUTPUT_ROOT}" 2>/dev/null || die "--output_root=${OPT_OUTPUT_ROOT}: cannot create it"
     OPT_OUTPUT_ROOT=$(cd "${OPT_OUTPUT_ROOT}" && pwd)
 }
 
@@ -171,11 +188,16 @@ parse_launcher_args() {
 # saying why the asked-for device is unusable. The logic is main.py's own (training/device.py, distributed.py).
 detect_device() {
     local probe
+    command -v "${PYTHON}" >/dev/null || die "PYTHON=${PYTHON}: no such interpreter"
     probe=$(cd "${REPO_ROOT}" && "${PYTHON}" -c '
 import sys
-from training.device import device_count, resolve_device_type
-from training.distributed import free_port
-from training.errors import UserError
+try:
+    from training.device import device_count, resolve_device_type
+    from training.distributed import free_port
+    from training.errors import UserError
+except ImportError as error:
+    sys.exit("error: {} cannot load the modules of main.py ({}); set PYTHON=an interpreter with PyTorch".format(
+        sys.executable, error))
 try:
     kind = resolve_device_type(sys.argv[1])
 except UserError as error:
@@ -336,10 +358,26 @@ build_main_args() {
     MAIN_ARGS+=("${PRECISION_ARGS[@]}" "${RECIPE_ARGS[@]}" "${STEPS_ARGS[@]}")
 }
 
+# SIGTERM to every rank still running (main.py stops cleanly; checkpoints are written atomically), SIGKILL to those
+# still there after STOP_GRACE_SECONDS, then waits for all.
 stop_ranks() {
-    local pid
+    local pid alive ticks=0
     for pid in "${RANK_PIDS[@]}"; do
         kill -TERM "${pid}" 2>/dev/null
+    done
+    while :; do
+        alive=()
+        for pid in "${RANK_PIDS[@]}"; do
+            kill -0 "${pid}" 2>/dev/null && alive+=("${pid}")
+        done
+        [ "${#alive[@]}" -eq 0 ] && break
+        if [ "${ticks}" -ge $(( STOP_GRACE_SECONDS * 5 )) ]; then
+            say "${#alive[@]} training process(es) still running ${STOP_GRACE_SECONDS} s after SIGTERM: killed"
+            kill -KILL "${alive[@]}" 2>/dev/null
+            break
+        fi
+        sleep 0.2
+        ticks=$(( ticks + 1 ))
     done
     for pid in "${RANK_PIDS[@]}"; do
         wait "${pid}" 2>/dev/null

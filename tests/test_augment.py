@@ -140,6 +140,7 @@ def photos(tmp_path_factory):
             path = os.path.join(str(folder), "photo{}_x{}.jpg".format(index, scale))
             image.resize((640 * scale, 427 * scale), augment.BILINEAR).save(path, quality=90)
             paths.append(path)
+    assert len(paths) == 4  # the tests below loop over these: none may pass on an empty list
     return paths
 
 

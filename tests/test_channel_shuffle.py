@@ -129,8 +129,10 @@ def test_impl_choice_argument_then_environment_then_device(monkeypatch):
 
 def test_environment_choice_takes_the_index_select_path(monkeypatch):
     monkeypatch.setenv(ENV_VAR, "index_select")
-    out = ChannelShuffle(8, split_shuffle=False)((torch.randn(1, 4, 2, 2, requires_grad=True), torch.randn(1, 4, 2, 2)))
+    x1, x2 = torch.randn(1, 4, 2, 2, requires_grad=True), torch.randn(1, 4, 2, 2)
+    out = ChannelShuffle(8, split_shuffle=False)((x1, x2))
     assert "IndexShuffle" in type(out.grad_fn).__name__
+    assert torch.equal(out, reference_shuffle(x1.detach(), x2, 2))
 
 
 def test_bad_sizes_raise_clear_errors():

@@ -34,7 +34,10 @@ def test_checkpoint_loads_with_weights_only_into_torchvision(tmp_path):
     fresh.load_state_dict(loaded["state_dict"])  # no "module." prefix left
     assert all(torch.equal(fresh.state_dict()[k], v) for k, v in model.state_dict().items())
     assert [f for f in os.listdir(str(tmp_path))] == ["checkpoint.pth.tar"]  # no temp file left
-    assert os.stat(path).st_mode & 0o044  # readable by others like any file (mkstemp makes 0600)
+    umask = os.umask(0)
+    os.umask(umask)
+    # the mode of any new file (mkstemp alone would make 0600, unreadable by the group)
+    assert os.stat(path).st_mode & 0o777 == 0o666 & ~umask
 
     state_dict, meta = ckpt.load_model_weights(path)
     assert set(state_dict) == set(model.state_dict())

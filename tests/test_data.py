@@ -285,6 +285,7 @@ def test_bench_loader_makes_imagenet_like_data_and_prints_json(tmp_path, capsys)
     assert result["ratio"] == pytest.approx(result["ours_img_s"] / result["torchvision_img_s"], rel=0.05)
     assert sum(result["shares"].values()) == pytest.approx(1.0, abs=0.01)
     assert run_cli(bench_loader.main, ["--workers", "0"]) == 2  # no --data: one-line error, non-zero exit
+    assert run_cli(bench_loader.main, ["--data", root, "--rounds", "0"]) == 2  # was a StatisticsError traceback
 
 
 def test_train_crop_scale_reaches_the_crop_boxes_and_is_validated(root, monkeypatch):

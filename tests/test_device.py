@@ -76,11 +76,12 @@ def test_fake_npu_is_chosen_by_auto_and_selected(fakes):
     assert devices.resolve_device_type("gpu" if torch.cuda.is_available() else "cpu") in ("cuda", "cpu")
 
 
-def test_cuda_request_without_gpu_is_a_user_error():
-    if torch.cuda.is_available():
-        pytest.skip("a GPU is present")
-    with pytest.raises(UserError, match="--device cuda"):
-        devices.resolve_device_type("gpu")
+def test_cuda_request_without_gpu_is_a_user_error(monkeypatch):
+    """Runs on GPU machines too: the machine is made to look GPU-less instead of skipping."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for name in ("gpu", "cuda"):
+        with pytest.raises(UserError, match=r"^--device cuda: torch.cuda.is_available\(\) is False"):
+            devices.resolve_device_type(name)
 
 
 def test_weight_decay_groups():
@@ -150,7 +151,9 @@ def test_bad_amp_flags():
 
 def test_apex_fused_sgd_only_with_o1_o2(fakes):
     """Ascend apex's NpuFusedSGD supports amp O1/O2 only: other levels (and CUDA) keep torch's SGD."""
-    assert devices.build_amp(True, "npu", "O1", "64").apex_optimizers is not None
+    fused = devices.build_amp(True, "npu", "O1", "64").apex_optimizers
+    optimizer = devices.build_optimizer(small_net(), 0.1, 0.9, 0.0, apex_optimizers=fused, device_type="npu")
+    assert type(optimizer).__name__ == "NpuFusedSGD" and type(optimizer) is fused.NpuFusedSGD
     for level, device_type in (("O0", "npu"), ("O3", "npu"), ("O2", "cuda")):
         amp = devices.build_amp(True, device_type, level, "64")
         assert amp.kind == "apex" and amp.apex_optimizers is None

@@ -138,13 +138,24 @@ def test_unknown_precision_mode_fails_naming_it(tmp_path):
     assert os.listdir(str(tmp_path)) == []
 
 
-def test_flag_without_value_and_bad_numbers_fail(tmp_path):
-    result = launch("train_full_1p.sh", ["--data_path", str(tmp_path)])
-    assert result.returncode != 0 and "write --data_path=VALUE" in result.stderr
-    result = launch("train_performance_8p.sh", ["--batch_size=big"])
-    assert result.returncode != 0 and "--batch_size=big is not a whole number" in result.stderr
-    result = launch("train_full_1p.sh", ["--data_path=" + str(tmp_path / "missing")])
-    assert result.returncode != 0 and "no such directory" in result.stderr
+@pytest.mark.parametrize("script, args, message", [
+    ("train_full_1p.sh", ["--data_path", "DIR"], "error: --data_path needs a value: write --data_path=VALUE"),
+    ("train_performance_1p.sh", ["--device_id="], "error: --device_id needs a value: write --device_id=VALUE"),
+    ("train_performance_8p.sh", ["--nnodes="], "error: --nnodes needs a value: write --nnodes=VALUE"),
+    ("train_performance_8p.sh", ["--batch_size=big"], "error: --batch_size=big is not a whole number"),
+    ("train_performance_8p.sh", ["--batch_size=0"], "error: --batch_size=0: need at least one image per step"),
+    ("train_performance_1p.sh", ["--learning_rate=0.1x"], "error: --learning_rate=0.1x is not a number"),
+    ("train_full_1p.sh", ["--data_path=MISSING"], "error: --data_path=MISSING: no such directory"),
+    ("train_full_1p.sh", ["--device_id=1", "--nproc=2"], "error: --nproc is for the 8p scripts"),
+])
+def test_flag_without_value_and_bad_numbers_fail(tmp_path, script, args, message):
+    """Bad input ends in one line naming it, before any Python start, and leaves no output folder behind."""
+    out = tmp_path / "out"
+    result = launch(script, [arg.replace("MISSING", str(tmp_path / "missing")) for arg in args]
+                    + ["--output_root=" + str(out)])
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [message.replace("MISSING", str(tmp_path / "missing"))]
+    assert result.stdout == "" and not out.exists()
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -190,6 +201,7 @@ FAKE_MAIN = textwrap.dedent('''
     """Fake main.py: records argv and rank environment, prints ModelZoo lines on rank 0, fails or hangs on demand."""
     import json
     import os
+    import signal
     import sys
     import time
 
@@ -200,15 +212,19 @@ FAKE_MAIN = textwrap.dedent('''
     env = {k: os.environ.get(k) for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")}
     print("ARGS " + json.dumps({"argv": sys.argv[1:], "env": env}), flush=True)
     behaviour = os.environ.get("FAKE_BEHAVIOUR", "ok")
-    if behaviour == "fail_rank1":
+    if "FAKE_PID_FILE" in os.environ:
+        with open(os.environ["FAKE_PID_FILE"] + str(rank), "w") as handle:
+            handle.write(str(os.getpid()))
+    if behaviour == "fail_rank1_stubborn" and rank == 0:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # like a rank stuck in a collective whose peer died
+        time.sleep(120)
+    if behaviour.startswith("fail_rank1"):
         if rank == 1:
             time.sleep(0.5)
             print("error: rank 1 broke")
             sys.exit(3)
         time.sleep(120)
     if behaviour == "hang":
-        with open(os.environ["FAKE_PID_FILE"] + str(rank), "w") as handle:
-            handle.write(str(os.getpid()))
         time.sleep(120)
     if behaviour == "no_figures":
         sys.exit(0)
@@ -370,8 +386,23 @@ def test_second_node_of_a_multi_node_run(fake_repo):
     assert result.returncode != 0 and "--master_addr=IP" in result.stderr
 
 
+def write_previous_run(folder):
+    """Files as an earlier finished run of main.py leaves them; the launcher must only move them aside."""
+    os.makedirs(folder)
+    for name in ("checkpoint.pth.tar", "model_best.pth.tar", "train_0.log"):
+        with open(os.path.join(folder, name), "w") as handle:
+            handle.write("earlier run: " + name)
+
+
+def assert_previous_run_kept(folder):
+    kept, = [name for name in os.listdir(folder) if name.startswith("previous-")]
+    for name in ("checkpoint.pth.tar", "model_best.pth.tar", "train_0.log"):
+        assert open(os.path.join(folder, kept, name)).read() == "earlier run: " + name
+
+
 def test_a_failing_rank_stops_the_others_and_fails_the_launch(fake_repo):
     out = os.path.join(fake_repo, "out")
+    write_previous_run(os.path.join(out, "0"))
     start = time.time()
     result = launch("train_full_8p.sh", ["--data_path=" + fake_repo, "--output_root=" + out],
                     repo=fake_repo, env={"FAKE_BEHAVIOUR": "fail_rank1"}, timeout=60)
@@ -380,6 +411,36 @@ def test_a_failing_rank_stops_the_others_and_fails_the_launch(fake_repo):
     assert "training failed on rank 1 (exit code 3)" in result.stderr
     assert "error: rank 1 broke" in result.stderr  # the failed rank's log tail is shown
     assert [name for name in os.listdir(os.path.join(out, "0")) if name.endswith("_acc.log")] == []
+    assert_previous_run_kept(os.path.join(out, "0"))
+
+
+def test_a_rank_deaf_to_sigterm_is_killed_after_the_grace_period(fake_repo, tmp_path):
+    out = os.path.join(fake_repo, "out")
+    pid_file = str(tmp_path / "pid")
+    start = time.time()
+    result = launch("train_full_8p.sh", ["--data_path=" + fake_repo, "--output_root=" + out], repo=fake_repo,
+                    env={"FAKE_BEHAVIOUR": "fail_rank1_stubborn", "FAKE_PID_FILE": pid_file,
+                         "LAUNCHER_STOP_GRACE_SECONDS": "1"}, timeout=60)
+    assert result.returncode == 3
+    assert time.time() - start < 30  # rank 0 ignores SIGTERM and sleeps 120 s
+    assert "1 training process(es) still running 1 s after SIGTERM: killed" in result.stdout
+    with pytest.raises(OSError):
+        os.kill(int(open(pid_file + "0").read()), 0)
+
+
+def test_an_interpreter_without_the_modules_is_one_line_error(fake_repo):
+    with open(os.path.join(fake_repo, "training", "device.py"), "w") as handle:
+        handle.write("import torch_that_is_not_installed\n")
+    result = launch("train_performance_1p.sh", ["--output_root=" + os.path.join(fake_repo, "out")], repo=fake_repo,
+                    env={"PYTHON": sys.executable})
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == ["error: {} cannot load the modules of main.py (No module named "
+                                          "'torch_that_is_not_installed'); set PYTHON=an interpreter with PyTorch"
+                                          .format(sys.executable)]
+    result = launch("train_performance_1p.sh", ["--output_root=" + os.path.join(fake_repo, "out")], repo=fake_repo,
+                    env={"PYTHON": "/nonexistent/python3"})
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == ["error: PYTHON=/nonexistent/python3: no such interpreter"]
 
 
 def test_finished_run_without_figures_fails_instead_of_writing_empty_ones(fake_repo):
@@ -394,6 +455,7 @@ def test_finished_run_without_figures_fails_instead_of_writing_empty_ones(fake_r
 def test_ctrl_c_stops_every_rank(fake_repo, tmp_path):
     out = os.path.join(fake_repo, "out")
     pid_file = str(tmp_path / "pid")
+    write_previous_run(os.path.join(out, "0"))
     env = dict(os.environ, FAKE_BEHAVIOUR="hang", FAKE_PID_FILE=pid_file)
     process = subprocess.Popen(["bash", os.path.join(fake_repo, "test", "train_performance_8p.sh"),
                                 "--output_root=" + out], env=env, stdout=subprocess.PIPE,
@@ -409,6 +471,7 @@ def test_ctrl_c_stops_every_rank(fake_repo, tmp_path):
     for pid in rank_pids:
         with pytest.raises(OSError):
             os.kill(pid, 0)
+    assert_previous_run_kept(os.path.join(out, "0"))
 
 
 def test_a_new_run_moves_the_previous_runs_files_aside(fake_repo):

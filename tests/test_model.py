@@ -95,7 +95,7 @@ def test_num_classes_and_block_called_on_a_whole_tensor():
 def test_registry_names_and_unknown_arch():
     assert models.MODEL_NAMES == sorted(ARCHS)
     for arch in ARCHS:
-        assert getattr(models, arch) is not None
+        assert arch in models.__all__ and getattr(models, arch) is getattr(net, arch)
     with pytest.raises(ValueError) as info:
         models.build_model("resnet50")
     assert str(info.value) == ("unknown --arch 'resnet50'; choose from: shufflenet_v2_x0_5, shufflenet_v2_x1_0, "
@@ -231,6 +231,8 @@ def test_bench_tools_refuse_bad_input_in_one_line(capsys, monkeypatch):
     assert code == 2 and err.strip().startswith("error: no CUDA GPU here") and len(err.splitlines()) == 1
     code, _, err = run_tool(gpu, ["--device", "cpu"], capsys)
     assert code == 2 and "add --tiny" in err
+    code, _, err = run_tool(gpu, ["--device", "cpu", "--tiny", "--steps", "0"], capsys)
+    assert code == 2 and err.strip() == "error: --steps must be at least 1, got 0"
 
 
 def test_bench_gpu_dry_run_on_cpu(capsys):

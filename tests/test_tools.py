@@ -147,6 +147,7 @@ def test_demo_bad_inputs_are_one_line_errors(tmp_path, images, main_checkpoint):
         ([main_checkpoint, str(not_image)], "unreadable image"),
         ([main_checkpoint, str(tmp_path / "empty")], "no image files in folder"),
         ([main_checkpoint, images, "--arch", "shufflenet_v2_x1_0"], "does not fit"),
+        ([main_checkpoint, images, "--device", "cpu:x"], "the device index must be a number"),
     ]
     for argv, message in cases:
         with pytest.raises(demo.UserError, match=message):
