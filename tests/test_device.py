@@ -1,5 +1,5 @@
-"""training/device.py: device choice, guarded imports, weight-decay groups, AMP; the torch_npu and apex paths run
-against the recording fakes in tests/fakes."""
+"""training/device.py (device choice, guarded imports), training/optim.py (weight-decay groups) and
+training/precision.py (AMP); the torch_npu and apex paths run against the recording fakes in tests/fakes."""
 import sys
 import types
 
@@ -10,7 +10,7 @@ from torch import nn
 
 from training import checkpoint as ckpt
 from training import device as devices
-from training import engine, schedule
+from training import engine, optim, precision
 from training.errors import UserError
 
 
@@ -86,19 +86,20 @@ def test_cuda_request_without_gpu_is_a_user_error(monkeypatch):
 
 def test_weight_decay_groups():
     net = small_net()
-    groups = devices.parameter_groups(net, 1e-4, norm_weight_decay=0.0, bias_weight_decay=0.0)
+    groups = optim.parameter_groups(net, 1e-4, norm_weight_decay=0.0, bias_weight_decay=0.0)
     by_wd = {g["weight_decay"]: len(g["params"]) for g in groups}
     assert by_wd == {1e-4: 2, 0.0: 4}  # conv + fc weights; BN weight/bias + conv/fc biases
-    assert len(devices.parameter_groups(net, 1e-4)) == 1  # defaults: one group with --wd
-    assert sum(len(g["params"]) for g in devices.parameter_groups(net, 1e-4, 0.0)) == 6
+    assert len(optim.parameter_groups(net, 1e-4)) == 1  # defaults: one group with --wd
+    assert sum(len(g["params"]) for g in optim.parameter_groups(net, 1e-4, 0.0)) == 6
 
 
 def test_apex_path_with_fakes_trains_and_checkpoints(fakes, capsys):
     apex, _ = fakes
-    amp = devices.build_amp(True, "npu", "O2", "64")
+    amp = precision.build_amp(True, "npu", "O2", "64")
     assert amp.kind == "apex" and amp.scaler is None
     net = small_net()
-    optimizer = devices.build_optimizer(net, 0.1, 0.9, 1e-4, 0.0, None, amp.apex_optimizers, device_type="npu")
+    optimizer = optim.build_optimizer(net, lr=0.1, momentum=0.9, weight_decay=1e-4, norm_weight_decay=0.0,
+                                      apex_optimizers=amp.apex_optimizers, device_type="npu")
     assert type(optimizer).__name__ == "NpuFusedSGD"
     with pytest.raises(RuntimeError, match="should be used with AMP"):  # as Ascend apex: amp.initialize first
         optimizer.step()
@@ -106,10 +107,11 @@ def test_apex_path_with_fakes_trains_and_checkpoints(fakes, capsys):
     assert ("initialize", {"opt_level": "O2", "loss_scale": 64.0, "combine_grad": True}) in apex.CALLS
 
     batches = [(torch.randint(0, 256, (4, 3, 8, 8), dtype=torch.uint8), torch.tensor([0, 1, 2, 0]), 0)] * 3
-    state = engine.TrainState(optimizer, nn.CrossEntropyLoss(), amp, lambda x, train: x.float() / 255.0,
-                              schedule.LrSchedule(0.1, 1, 3), torch.device("cpu"), world_size=1)
+    loop = engine.Loop(criterion=nn.CrossEntropyLoss(), amp=amp, preprocess=lambda x, train: x.float() / 255.0,
+                       device=torch.device("cpu"), world_size=1)
+    opt = engine.Optimization(optimizer=optimizer, schedule=optim.LrSchedule(0.1, 1, 3))
     before = net[0].weight.detach().clone()
-    record = engine.train_one_epoch(net, batches, state, epoch=0, steps=3)
+    record = engine.train_one_epoch(net, batches, loop, opt, epoch=0, steps=3)
     assert [c for c in apex.CALLS if c[0] == "scale_loss"] == [("scale_loss", "NpuFusedSGD")] * 3
     assert not torch.equal(before, net[0].weight)
     assert record["kind"] == "epoch" and record["loss"] > 0
@@ -121,46 +123,47 @@ def test_apex_path_with_fakes_trains_and_checkpoints(fakes, capsys):
 
     # on CUDA, NVIDIA apex has no combine_grad and the optimizer stays torch's SGD
     del apex.CALLS[:]
-    cuda_amp = devices.build_amp(True, "cuda", "O1", "-1")
+    cuda_amp = precision.build_amp(True, "cuda", "O1", "-1")
     cuda_amp.prepare(small_net(), torch.optim.SGD(small_net().parameters(), lr=0.1))
     assert apex.CALLS == [("initialize", {"opt_level": "O1", "loss_scale": "dynamic", "combine_grad": None})]
-    assert type(devices.build_optimizer(small_net(), 0.1, 0.9, 0.0, device_type="cuda",
-                                        apex_optimizers=devices.import_apex()[1])) is torch.optim.SGD
+    assert type(optim.build_optimizer(small_net(), lr=0.1, momentum=0.9, weight_decay=0.0, device_type="cuda",
+                                      apex_optimizers=devices.import_apex()[1])) is torch.optim.SGD
 
 
 def test_native_amp_on_cpu_warns_without_apex_and_uses_bfloat16(fresh_imports):
     fresh_imports.setitem(sys.modules, "apex", None)  # import apex -> ImportError
     lines = []
-    amp = devices.build_amp(True, "cpu", "O2", "64", log=lines.append)
+    amp = precision.build_amp(True, "cpu", "O2", "64", log=lines.append)
     assert lines and lines[0].startswith("warning: --amp: apex is not available")
     assert amp.kind == "native-bfloat16" and amp.scaler is None and amp.state_dict() is None
     with amp.autocast():
         out = nn.Linear(4, 2)(torch.ones(1, 4))
     assert out.dtype == torch.bfloat16
-    assert devices.build_amp(False, "cpu").kind == "off"
+    assert precision.build_amp(False, "cpu").kind == "off"
 
 
 def test_bad_amp_flags():
     with pytest.raises(UserError, match="--loss-scale"):
-        devices.build_amp(True, "cpu", "O2", "lots", log=lambda s: None)
+        precision.build_amp(True, "cpu", "O2", "lots", log=lambda s: None)
     with pytest.raises(UserError, match="--loss-scale"):
-        devices.build_amp(True, "cpu", "O2", "0", log=lambda s: None)
+        precision.build_amp(True, "cpu", "O2", "0", log=lambda s: None)
     with pytest.raises(UserError, match="--opt-level"):
-        devices.build_amp(True, "cpu", "O7", None, log=lambda s: None)
+        precision.build_amp(True, "cpu", "O7", None, log=lambda s: None)
 
 
 def test_apex_fused_sgd_only_with_o1_o2(fakes):
     """Ascend apex's NpuFusedSGD supports amp O1/O2 only: other levels (and CUDA) keep torch's SGD."""
-    fused = devices.build_amp(True, "npu", "O1", "64").apex_optimizers
-    optimizer = devices.build_optimizer(small_net(), 0.1, 0.9, 0.0, apex_optimizers=fused, device_type="npu")
+    fused = precision.build_amp(True, "npu", "O1", "64").apex_optimizers
+    optimizer = optim.build_optimizer(small_net(), lr=0.1, momentum=0.9, weight_decay=0.0, apex_optimizers=fused,
+                                      device_type="npu")
     assert type(optimizer).__name__ == "NpuFusedSGD" and type(optimizer) is fused.NpuFusedSGD
     for level, device_type in (("O0", "npu"), ("O3", "npu"), ("O2", "cuda")):
-        amp = devices.build_amp(True, device_type, level, "64")
+        amp = precision.build_amp(True, device_type, level, "64")
         assert amp.kind == "apex" and amp.apex_optimizers is None
-        optimizer = devices.build_optimizer(small_net(), 0.1, 0.9, 0.0, apex_optimizers=amp.apex_optimizers,
-                                            device_type=device_type)
+        optimizer = optim.build_optimizer(small_net(), lr=0.1, momentum=0.9, weight_decay=0.0,
+                                          apex_optimizers=amp.apex_optimizers, device_type=device_type)
         assert type(optimizer) is torch.optim.SGD
-    assert devices.build_amp(False, "npu").apex_optimizers is None
+    assert precision.build_amp(False, "npu").apex_optimizers is None
 
 
 def test_native_amp_on_npu_uses_torch_npu_scaler_and_autocast(fakes):
@@ -168,11 +171,11 @@ def test_native_amp_on_npu_uses_torch_npu_scaler_and_autocast(fakes):
     apex, torch_npu = fakes
     sys.modules["apex.amp"] = None  # import apex.amp -> ImportError (restored by the fixture)
     lines = []
-    amp = devices.build_amp(True, "npu", "O2", "64", log=lines.append)
+    amp = precision.build_amp(True, "npu", "O2", "64", log=lines.append)
     assert amp.kind == "native-float16" and lines[0].startswith("warning: --amp: apex is not available")
     assert isinstance(amp.scaler, torch_npu.GradScaler)
     assert ("GradScaler", (), {"init_scale": 64.0, "growth_interval": 2 ** 30}) in torch_npu.CALLS
-    dynamic = devices.build_amp(True, "npu", "O2", "-1", log=lines.append)
+    dynamic = precision.build_amp(True, "npu", "O2", "-1", log=lines.append)
     assert torch_npu.CALLS[-1] == ("GradScaler", (), {"init_scale": 2.0 ** 16, "growth_interval": 2000})
     assert isinstance(dynamic.scaler, torch_npu.GradScaler)
     # this torch has no "npu" autocast device: the context falls back to torch.npu.amp.autocast

@@ -68,6 +68,10 @@ def test_flag_problems(data_root, tmp_path, capsys):
                  "--optimizer-batch-size 6")
     expect_error(TINY + ["--data", data_root, "--amp", "--loss-scale", "big"], capsys, "--loss-scale")
     expect_error(TINY + ["--dummy", "--train-crop-scale", "0", "1"], capsys, "--train-crop-scale", "0 1")
+    # --evaluate scores weights: without --resume or --pretrained there are none to score
+    expect_error(TINY + ["--data", data_root, "--evaluate", "--output-dir", str(tmp_path / "ev")], capsys,
+                 "--evaluate needs weights", "--resume FILE or --pretrained")
+    assert not os.path.exists(str(tmp_path / "ev"))
 
 
 def test_npu_without_torch_npu_names_the_reason(data_root, capsys, monkeypatch):
@@ -115,36 +119,72 @@ def clean_env(monkeypatch):
     return monkeypatch
 
 
+def place(launch, args, index=0):
+    """(world size, rank, local rank, device index, processes per node) of process `index` of a launch, read back
+    from the torchrun variables it gets (torchrun's own ones stay in os.environ)."""
+    ctx = distributed.context(dict(os.environ, **launch.ranks[index]))
+    return ctx.world_size, ctx.rank, ctx.local_rank, distributed.device_index(args, ctx), ctx.local_world_size
+
+
+def shape(launch):
+    return launch.mode, len(launch.ranks), launch.world_size
+
+
 def test_launch_modes_give_each_process_its_rank_and_device(clean_env):
     # single process, --gpu pins the device
     args = flags(gpu=5)
-    assert distributed.plan(args, 8) == ("single", 1, 1)
-    assert distributed.context_for(args, "single", 1) == (1, 0, 0, 5, 1)
+    launch = distributed.plan(args, 8)
+    assert shape(launch) == ("single", 1, 1)
+    assert place(launch, args) == (1, 0, 0, 5, 1)
     # spawn on node 1 of 2 with a device list: ranks 4..7 on devices 4..7
     args = flags(multiprocessing_distributed=True, device_list="4,5,6,7", world_size=2, rank=1)
-    assert distributed.plan(args, 8) == ("spawn", 4, 8)
-    assert distributed.context_for(args, "spawn", 8, local_index=2) == (8, 6, 2, 6, 4)
+    launch = distributed.plan(args, 8)
+    assert shape(launch) == ("spawn", 4, 8)
+    assert [place(launch, args, i) for i in range(4)] == [(8, 4 + i, i, 4 + i, 4) for i in range(4)]
+    assert launch.ranks[2]["MASTER_PORT"] == str(distributed.DEFAULT_PORT)  # several nodes: a port all can know
     # spawn with --device_num on a CPU node
     args = flags(multiprocessing_distributed=True, device_num=3)
-    assert distributed.plan(args, 1) == ("spawn", 3, 3)
+    assert shape(distributed.plan(args, 1)) == ("spawn", 3, 3)
     # ModelZoo shell loop: --local_rank with RANK_SIZE from the environment
     clean_env.setenv("RANK_SIZE", "8")
     args = flags(local_rank=3)
-    assert distributed.plan(args, 8) == ("local_rank", 1, 8)
-    assert distributed.context_for(args, "local_rank", 8, available_devices=8) == (8, 3, 3, 3, 8)
+    launch = distributed.plan(args, 8)
+    assert shape(launch) == ("local_rank", 1, 8)
+    assert place(launch, args) == (8, 3, 3, 3, 8)
     clean_env.delenv("RANK_SIZE")
     # torchrun
     for name, value in (("RANK", "5"), ("WORLD_SIZE", "6"), ("LOCAL_RANK", "2"), ("LOCAL_WORLD_SIZE", "3"),
                         ("MASTER_ADDR", "10.1.2.3"), ("MASTER_PORT", "23456")):
         clean_env.setenv(name, value)
     args = flags(local_rank=-1)
-    assert distributed.plan(args, 3) == ("torchrun", 1, 6)
-    assert distributed.context_for(args, "torchrun", 6) == (6, 5, 2, 2, 3)
-    assert distributed.init_method(args, "torchrun") == "env://"
-    assert distributed.init_method(args, "local_rank") == "tcp://10.1.2.3:23456"
-    assert distributed.init_method(flags(dist_url="tcp://h:1")) == "tcp://h:1"
+    launch = distributed.plan(args, 3)
+    assert shape(launch) == ("torchrun", 1, 6)
+    assert launch.ranks == [{}]  # torchrun's variables are used as they are
+    assert place(launch, args) == (6, 5, 2, 2, 3)
+    # the master address of the other modes: MASTER_ADDR / MASTER_PORT, --dist-url tcp://HOST:PORT
+    assert distributed.master_address(args) == ("10.1.2.3", 23456)
+    assert distributed.master_address(flags(dist_url="tcp://h:1")) == ("h", 1)
+    with pytest.raises(UserError, match="give tcp://HOST:PORT"):
+        distributed.master_address(flags(dist_url="file:///tmp/x"))
     with pytest.raises(UserError, match="not divisible by the world size 6"):
         distributed.plan(flags(batch_size=50), 3)
+
+
+def test_every_launch_mode_ends_in_the_torchrun_variables(clean_env):
+    """What a process of each mode finds in its environment is what torchrun would have set."""
+    names = {"RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"}
+    spawn = distributed.plan(flags(multiprocessing_distributed=True, device_num=2, port=4567), 1)
+    assert spawn.ranks == [{"RANK": str(i), "WORLD_SIZE": "2", "LOCAL_RANK": str(i), "LOCAL_WORLD_SIZE": "2",
+                            "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "4567"} for i in range(2)]
+    node = distributed.plan(flags(world_size=2, rank=1, addr="10.0.0.9", batch_size=4), 1)
+    assert node.ranks == [{"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "1",
+                           "MASTER_ADDR": "10.0.0.9", "MASTER_PORT": str(distributed.DEFAULT_PORT)}]
+    # one-node spawn without a port: a free one, so two runs on one machine do not collide
+    free = distributed.plan(flags(multiprocessing_distributed=True, device_num=2), 1)
+    assert set(free.ranks[0]) == names and free.ranks[0]["MASTER_PORT"] == free.ranks[1]["MASTER_PORT"]
+    with distributed.environment(node.ranks[0]):
+        assert distributed.context() == (2, 1, 0, 1)
+    assert not names & set(os.environ)  # restored: main() may run again in this process
 
 
 def test_free_port_is_bindable():
@@ -152,3 +192,19 @@ def test_free_port_is_bindable():
     port = distributed.free_port()
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", port))
+
+
+def test_a_failing_rank_reports_its_own_error_in_one_line(data_root, tmp_path):
+    """--multiprocessing-distributed: the ranks are processes of their own; the one line names the rank's reason."""
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env.pop("MASTER_PORT", None)
+    result = subprocess.run([sys.executable, os.path.join(REPO_ROOT, "main.py"), "--multiprocessing-distributed",
+                             "--device_num", "2", "--num-classes", "1", "--data", data_root,
+                             "--output-dir", str(tmp_path / "out")] + TINY, capture_output=True, text=True,
+                            env=env, timeout=240)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2, result.stderr
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert lines[0].startswith("error: process ") and " of 2 exited with code 2: " in lines[0], lines[0]
+    assert lines[0].endswith("--num-classes 1 is smaller than the 2 class folders in {}".format(
+        os.path.join(data_root, "train"))), lines[0]

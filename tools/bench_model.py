@@ -24,6 +24,7 @@ import torch  # noqa: E402
 
 import models  # noqa: E402
 from training import device as devices  # noqa: E402
+from training import precision  # noqa: E402
 from training.engine import synchronize  # noqa: E402
 from training.errors import UserError, run_cli  # noqa: E402
 
@@ -54,7 +55,7 @@ class TrainStep:
         self.images, self.targets = images, targets
         self.model = model.train()
         self.optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, weight_decay=4e-5)
-        self.amp = devices.Amp(amp, device_type)
+        self.amp = precision.Amp(amp, device_type)
         self.note = ""
         self.forward = self.model
         if compile_model:

@@ -141,7 +141,7 @@ def load_into_model(model, state_dict, path):
     model.load_state_dict(state_dict)
 
 
-def build_checkpoint(epoch, arch, model_state, optimizer_state, best_acc1, args, classes=None, amp_state=None,
+def build_checkpoint(epoch, arch, model_state, optimizer_state, best_acc1, args, *, classes=None, amp_state=None,
                      ema_state=None, with_rng=True):
     """The dict main.py saves. `epoch` is the next epoch to run (as the original), so --resume continues there."""
     checkpoint = {
@@ -160,3 +160,97 @@ def build_checkpoint(epoch, arch, model_state, optimizer_state, best_acc1, args,
     if with_rng:
         checkpoint["rng"] = rng_state()
     return checkpoint
+
+
+class CheckpointSaver:
+    """Which checkpoint files are written when, after each epoch (rank 0 writes; other ranks only track the best):
+
+    - `PREFIX_epochN.pth.tar` every `every` epochs (`--checkpoint-freq`, 0: never),
+    - `model_best.pth.tar` when the epoch was evaluated and Acc@1 beat the best so far,
+    - `PREFIX.pth.tar`, the rolling checkpoint that `--resume` continues from, always and LAST.
+
+    Each file is replaced atomically, and the rolling one goes last: a kill between two writes leaves the rolling
+    checkpoint at the previous epoch, so the resumed run trains that epoch again and rewrites its numbered and best
+    copies. (Written first, a kill after it would lose those copies for good.)
+    """
+
+    def __init__(self, output_dir, *, prefix="checkpoint", every=0, best_acc1=0.0, meta=None, enabled=True):
+        self.output_dir = output_dir
+        self.prefix = prefix
+        self.every = every
+        self.best_acc1 = float(best_acc1)
+        self.meta = dict(meta or {})  # arch, args, classes: what does not change during a run
+        self.enabled = enabled
+
+    def path(self, suffix=""):
+        return os.path.join(self.output_dir, "{}{}.pth.tar".format(self.prefix, suffix))
+
+    @property
+    def best_path(self):
+        return os.path.join(self.output_dir, "model_best.pth.tar")
+
+    def save(self, epochs_done, acc1, *, model, optimizer, amp, ema=None):
+        """After `epochs_done` epochs; `acc1` is None when this epoch was not evaluated. Returns the paths written."""
+        is_best = acc1 is not None and acc1 > self.best_acc1
+        if is_best:
+            self.best_acc1 = float(acc1)
+        if not self.enabled:
+            return []
+        data = build_checkpoint(epochs_done, self.meta.get("arch"), model.state_dict(), optimizer.state_dict(),
+                                self.best_acc1, self.meta.get("args", {}), classes=self.meta.get("classes"),
+                                amp_state=amp.state_dict(), ema_state=ema.state_dict() if ema is not None else None)
+        paths = []
+        if self.every and epochs_done % self.every == 0:
+            paths.append(self.path("_epoch{}".format(epochs_done)))
+        if is_best:
+            paths.append(self.best_path)
+        paths.append(self.path())
+        for path in paths:
+            atomic_save(data, path)
+        return paths
+
+
+def describe_on_disk(output_dir, prefix="checkpoint"):
+    """One phrase saying what a run stopped now leaves to resume from, read from the disk itself."""
+    path = os.path.abspath(os.path.join(output_dir, "{}.pth.tar".format(prefix)))
+    if not os.path.isfile(path):
+        return "no checkpoint was written to {} yet".format(os.path.dirname(path))
+    try:
+        epoch = int(torch_load(path).get("epoch"))
+    except Exception:  # not ours, or unreadable: say so rather than guess
+        return "{} is there but could not be read back".format(path)
+    return "{} is intact after {} epoch(s): continue with --resume {}".format(path, epoch, path)
+
+
+def seed_everything(seed):
+    """Seed Python's, numpy's and torch's global generators."""
+    random.seed(seed)
+    np.random.seed(seed % (2 ** 32))
+    torch.manual_seed(seed)
+
+
+def resume(checkpoint, *, args, world_size, rank, optimizer, amp, ema, log):
+    """Restore the training state of a --resume checkpoint; returns (start_epoch, best_acc1). Its weights are
+    already in the model; with --pretrained, --evaluate or a bare state_dict that is all it gives."""
+    if checkpoint is None:
+        return args.start_epoch, 0.0
+    bare_state_dict = "state_dict" not in checkpoint or torch.is_tensor(checkpoint["state_dict"])
+    if args.pretrained or args.evaluate or bare_state_dict:
+        log("=> loaded weights from {}".format(args.resume))
+        return args.start_epoch, 0.0
+    start_epoch, best_acc1 = int(checkpoint.get("epoch", 0)), float(checkpoint.get("best_acc1", 0.0))
+    try:
+        optimizer.load_state_dict(checkpoint["optimizer"])
+    except (ValueError, KeyError) as exc:  # parameter groups differ: other weight-decay flags or recipe
+        raise UserError("--resume {}: its optimizer state does not fit these flags ({}); resume with the flags "
+                        "of the original run (--wd, --norm-weight-decay, --bias-weight-decay, --recipe), or "
+                        "add --pretrained to load only its weights".format(args.resume, exc)) from None
+    amp.load_state_dict(checkpoint.get("amp"))
+    if ema is not None and checkpoint.get("model_ema") is not None:
+        ema.load_state_dict(checkpoint["model_ema"])
+    if world_size == 1:
+        set_rng_state(checkpoint.get("rng"))
+    else:
+        seed_everything(args.seed + rank + 7919 * start_epoch)
+    log("=> resumed from {} at epoch {} (best Acc@1 {:.3f})".format(args.resume, start_epoch, best_acc1))
+    return start_epoch, best_acc1

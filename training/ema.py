@@ -1,4 +1,4 @@
-"""Weight EMA (`--model-ema`) and BatchNorm recalibration (`--bn-recalibrate`).
+"""Weight EMA (`--model-ema`).
 
 ModelEma keeps an exponential moving average of a model's weights in a separate copy that is evaluated and
 checkpointed beside the model. After every optimizer step, `update(model)` does, for every state_dict entry
@@ -8,7 +8,7 @@ checkpointed beside the model. After every optimizer step, `update(model)` does,
     integer buffers (BN num_batches_tracked):                                  ema = value (copied)
 
 Averaging the BN statistics too (rather than copying the model's) keeps them consistent with the averaged weights
-as far as an average can; `recalibrate_bn` recomputes them exactly at the end of training when asked.
+as far as an average can; training/bn_recalibration.py recomputes them exactly at the end of training when asked.
 
 The update is one fused multi-tensor operation where torch has one (`_foreach_lerp_`, else `_foreach_mul_` +
 `_foreach_add_`), not ~300 small ones per step; lerp also leaves a constant weight exactly constant.
@@ -16,14 +16,10 @@ The update is one fused multi-tensor operation where torch has one (`_foreach_le
 Half-precision weights (apex O2 on Ascend keeps conv/linear weights in float16) cannot absorb updates of
 (1 - 0.9999) x value: they are below float16's resolution and the average would never move. So the average of
 every tensor that is not float32/float64 is accumulated in a float32 "shadow" and copied (rounded) into `.module`.
-
-recalibrate_bn follows the last step of megvii's ShuffleNetV2 recipe: after training, forget the running statistics
-and recompute them as a plain (cumulative) average over N training batches, with the weights frozen (lr 0).
 """
 import copy
 
 import torch
-import torch.distributed as dist
 from torch import nn
 
 from training.checkpoint import strip_module_prefix
@@ -49,7 +45,6 @@ class ModelEma:
         if not 0.0 < decay < 1.0:
             raise UserError("--model-ema decay must be between 0 and 1 (exclusive), got {}".format(decay))
         self.decay = decay
-        self.updates = 0
         self.module = copy.deepcopy(unwrap_model(model))
         self.module.eval()
         for param in self.module.parameters():
@@ -95,7 +90,6 @@ class ModelEma:
         for tensor, shadow in rounded:
             tensor.copy_(shadow)
         _copy([averaged[i] for i in self._copy], [current[i] for i in self._copy])
-        self.updates += 1
 
     def state_dict(self):
         """The averaged weights as a plain model state_dict (loadable into a bare model, e.g. by tools/demo.py).
@@ -168,74 +162,3 @@ def _add(tensors, others, alpha):
     if not _fused("add_", tensors, others, alpha=alpha):
         for tensor, other in zip(tensors, others):
             tensor.add_(other, alpha=alpha)
-
-
-def batchnorm_layers(model):
-    """All BatchNorm layers (1d/2d/3d/SyncBatchNorm) that keep running statistics."""
-    return [m for m in model.modules()
-            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
-
-
-@torch.no_grad()
-def recalibrate_bn(model, batches, prepare, num_batches):
-    """Recompute BatchNorm running statistics over `num_batches` batches of `batches`; returns the batches used.
-
-    The statistics are reset and accumulated as a cumulative average (momentum=None), the model runs in train mode
-    under no_grad (weights untouched: lr 0), then momentum and every module's train/eval mode are restored.
-    `prepare(batch)` turns one item of `batches` into the input tensor on the model's device.
-    If the pass is interrupted (error, Ctrl-C) or sees no batch, the old statistics are put back.
-    Under torch.distributed every rank runs its own batches and the per-rank statistics are then averaged, so that
-    every rank evaluates and saves the same model.
-    """
-    num_batches = int(num_batches)
-    if num_batches <= 0:
-        raise UserError("--bn-recalibrate needs a positive number of batches, got {}".format(num_batches))
-    # Run the bare module: DDP would broadcast rank 0's buffers before every forward and mix the ranks' passes.
-    bare = unwrap_model(model)
-    layers = batchnorm_layers(bare)
-    if not layers:
-        return 0
-    saved = [(m.momentum, m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone())
-             for m in layers]
-    modes = [(m, m.training) for m in bare.modules()]
-    used = 0
-    try:
-        for layer in layers:
-            layer.reset_running_stats()
-            layer.momentum = None
-        bare.train()
-        for batch in batches:
-            if used >= num_batches:
-                break
-            bare(prepare(batch))
-            used += 1
-    except BaseException:
-        _restore_stats(layers, saved)
-        raise
-    finally:
-        for layer, (momentum, _, _, _) in zip(layers, saved):
-            layer.momentum = momentum
-        for module, training in modes:
-            module.training = training
-    if used == 0:
-        _restore_stats(layers, saved)
-        return 0
-    _average_across_ranks(layers)
-    return used
-
-
-def _restore_stats(layers, saved):
-    for layer, (_, mean, var, count) in zip(layers, saved):
-        layer.running_mean.copy_(mean)
-        layer.running_var.copy_(var)
-        layer.num_batches_tracked.copy_(count)
-
-
-def _average_across_ranks(layers):
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return
-    world = float(dist.get_world_size())
-    for layer in layers:
-        for stat in (layer.running_mean, layer.running_var):
-            dist.all_reduce(stat)
-            stat.div_(world)

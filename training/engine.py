@@ -1,18 +1,18 @@
-"""Train and validation loops: meters, FPS, ModelZoo log lines and metrics.jsonl records.
+"""The train and validation loops and the loss: meters, FPS, what each step line and metrics.jsonl record holds.
 
 Losses and accuracy counts are summed on the device and read back only when a line is printed, so the loop does
 not wait for the accelerator every step. FPS is global (all ranks) images/s between two device synchronisations:
 after step 10 and after the last step. An epoch of <= 10 steps excludes only its first step (compilation and
 loader start-up), and a 1-step epoch measures that step, so a number is always printed.
 """
-import json
-import os
+import contextlib
 import time
 
 import torch
 
 from training import distributed
 from training import modelzoo_log as zlog
+from training.logs import Logger, MetricsWriter
 
 FPS_SKIP_STEPS = 10
 
@@ -63,35 +63,6 @@ def build_criterion(label_smoothing=0.0):
         return SmoothedCrossEntropy(label_smoothing)
 
 
-class MetricsWriter:
-    """metrics.jsonl: one JSON object per line, flushed at once (rank 0 only; other ranks get enabled=False)."""
-
-    def __init__(self, path, enabled=True, append=True):
-        self.path = path
-        self.enabled = enabled and path is not None
-        if self.enabled:
-            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-            if not append:
-                open(path, "w").close()
-
-    def write(self, record):
-        if self.enabled:
-            with open(self.path, "a") as stream:
-                stream.write(json.dumps(record, sort_keys=True) + "\n")
-
-
-class Logger:
-    """Rank 0 prints ModelZoo lines with the `[dev id: N ]` head; other ranks stay quiet."""
-
-    def __init__(self, device_type, device_id, enabled=True):
-        self.head = zlog.prefix(device_type, device_id)
-        self.enabled = enabled
-
-    def __call__(self, line):
-        if self.enabled:
-            print(line, flush=True)
-
-
 def _fields(batch_time, data_time, loss, acc1, acc5):
     """(name, value, average, format) for format_step and format_test; each argument is a (value, average) pair."""
     return [("Time", batch_time[0], batch_time[1], "6.3f"), ("Data", data_time[0], data_time[1], "6.3f"),
@@ -99,153 +70,182 @@ def _fields(batch_time, data_time, loss, acc1, acc5):
             ("Acc@5", acc5[0], acc5[1], "6.2f")]
 
 
-class TrainState:
-    """What one training epoch needs besides the model: the optimizer side and the bookkeeping."""
+class Loop:
+    """What the train and validation loops share besides model and data: loss, precision, device-side
+    preprocessing, the device, logs and how often to print."""
 
-    def __init__(self, optimizer, criterion, amp, preprocess, schedule, device, world_size, print_freq=10,
-                 accum_steps=1, ema=None, log=None, metrics=None):
-        self.optimizer = optimizer
+    def __init__(self, *, criterion, amp, preprocess, device, log=None, metrics=None, print_freq=10, world_size=1):
         self.criterion = criterion
         self.amp = amp
         self.preprocess = preprocess
-        self.schedule = schedule
         self.device = device
-        self.world_size = world_size
-        self.print_freq = max(1, print_freq)
-        self.accum_steps = max(1, accum_steps)
-        self.ema = ema
         self.log = log or Logger("cpu", 0, enabled=False)
         self.metrics = metrics or MetricsWriter(None, enabled=False)
+        self.print_freq = max(1, print_freq)
+        self.world_size = world_size
+
+
+class Optimization:
+    """The optimizer side of a training epoch: optimizer, LR schedule, gradient accumulation, weight EMA."""
+
+    def __init__(self, *, optimizer, schedule, accumulation_steps=1, ema=None):
+        self.optimizer = optimizer
+        self.schedule = schedule
+        self.accumulation_steps = max(1, accumulation_steps)
+        self.ema = ema
+
+
+class _Meter:
+    """Loss and top-1/top-5 sums on the device (read back only when a line is printed), host-side timings."""
+
+    def __init__(self, device):
+        self.sums = torch.zeros(4, dtype=torch.float64, device=device)  # loss*n, correct@1, correct@5, n
+        self.time_total = self.data_total = 0.0
+        self.count = 0
+
+    def add(self, loss, output, targets):
+        """Fold one batch in without a host sync; returns its (correct@1, correct@5) counts (device tensor)."""
+        counts = correct_counts(output.float(), targets)
+        n = targets.size(0)
+        # no host-to-device tensor per step: a blocking copy there would sync the accelerator every step
+        self.sums[:3] += torch.stack([loss.detach().double() * n, counts[0], counts[1]])
+        self.sums[3] += n
+        return counts
+
+    def tick(self, batch_time, data_time):
+        self.time_total += batch_time
+        self.data_total += data_time
+        self.count += 1
+
+    def fields(self, batch_time, data_time, loss, counts, n):
+        """The Time/Data/Loss/Acc@1/Acc@5 fields of a progress line (one sync for the whole line)."""
+        total = self.sums.tolist()
+        acc_now = (counts * (100.0 / n)).tolist()
+        return _fields((batch_time, self.time_total / self.count), (data_time, self.data_total / self.count),
+                       (float(loss.item()), total[0] / total[3]), (acc_now[0], 100.0 * total[1] / total[3]),
+                       (acc_now[1], 100.0 * total[2] / total[3]))
 
 
 def _no_sync(model, active):
     """DDP's no_sync() for accumulation micro-steps that do not end in an optimizer step."""
     if active and hasattr(model, "no_sync"):
         return model.no_sync()
-    return _Null()
+    return contextlib.nullcontext()
 
 
-class _Null:
-    def __enter__(self):
-        return self
+def _train_step(model, images, targets, loop, opt, boundary):
+    """Forward, backward, and (at an accumulation boundary) the optimizer step and EMA update; returns
+    (output, loss)."""
+    with _no_sync(model, not boundary):
+        with loop.amp.autocast():
+            output = model(images)
+            loss = loop.criterion(output, targets)
+        loop.amp.backward(loss / opt.accumulation_steps, opt.optimizer)
+    if boundary:
+        loop.amp.step(opt.optimizer)
+        opt.optimizer.zero_grad()
+        if opt.ema is not None:
+            opt.ema.update(getattr(model, "module", model))
+    return output, loss
 
-    def __exit__(self, *exc):
-        return False
 
-
-def train_one_epoch(model, loader, state, epoch, steps):
+def train_one_epoch(model, loader, loop, opt, *, epoch, steps):
     """One epoch of at most `steps` batches. Returns the epoch record (also written to metrics.jsonl)."""
     model.train()
-    device = state.device
-    sums = torch.zeros(4, dtype=torch.float64, device=device)  # loss*n, correct@1, correct@5, n
-    bad_images = 0
+    meter = _Meter(loop.device)
+    bad_images = batch_images = 0
     skip = fps_skip(steps)
-    batch_images = 0
     epoch_start = time.time()
     fps_start = epoch_start if skip == 0 else None
-    mean_time, mean_data = [0.0, 0], [0.0, 0]
-    lr = state.schedule.lr(epoch, 0)
-    state.optimizer.zero_grad()
+    lr = opt.schedule.lr(epoch, 0)
+    opt.optimizer.zero_grad()
     end = time.time()
     for step, (images, targets, bad) in enumerate(loader):
         if step >= steps:
             break
         data_time = time.time() - end
         bad_images += int(bad)
-        images = state.preprocess(images.to(device, non_blocking=True), True)
-        targets = targets.to(device, non_blocking=True)
+        images = loop.preprocess(images.to(loop.device, non_blocking=True), True)
+        targets = targets.to(loop.device, non_blocking=True)
         batch_images = images.size(0)
-        lr = state.schedule.apply(state.optimizer, epoch, step)
-        boundary = (step + 1) % state.accum_steps == 0 or step + 1 == steps
-        with _no_sync(model, not boundary):
-            with state.amp.autocast():
-                output = model(images)
-                loss = state.criterion(output, targets)
-            state.amp.backward(loss / state.accum_steps, state.optimizer)
-        if boundary:
-            state.amp.step(state.optimizer)
-            state.optimizer.zero_grad()
-            if state.ema is not None:
-                state.ema.update(getattr(model, "module", model))
+        lr = opt.schedule.apply(opt.optimizer, epoch, step)
+        boundary = (step + 1) % opt.accumulation_steps == 0 or step + 1 == steps
+        output, loss = _train_step(model, images, targets, loop, opt, boundary)
         with torch.no_grad():
-            counts = correct_counts(output.float(), targets)
-            n = targets.size(0)
-            # no host-to-device tensor per step: a blocking copy there would sync the accelerator every step
-            sums[:3] += torch.stack([loss.detach().double() * n, counts[0], counts[1]])
-            sums[3] += n
+            counts = meter.add(loss, output, targets)
         if step + 1 == skip:
-            synchronize(device)
+            synchronize(loop.device)
             fps_start = time.time()
         batch_time = time.time() - end
-        mean_time = [mean_time[0] + batch_time, mean_time[1] + 1]
-        mean_data = [mean_data[0] + data_time, mean_data[1] + 1]
-        if step % state.print_freq == 0 or step + 1 == steps:
-            total = sums.tolist()  # one sync for the whole line
-            loss_now = float(loss.item())
-            acc_now = (counts * (100.0 / n)).tolist()
-            averages = (total[0] / total[3], 100.0 * total[1] / total[3], 100.0 * total[2] / total[3])
-            fields = _fields((batch_time, mean_time[0] / mean_time[1]), (data_time, mean_data[0] / mean_data[1]),
-                             (loss_now, averages[0]), (acc_now[0], averages[1]), (acc_now[1], averages[2]))
-            state.log(zlog.format_step(state.log.head, epoch, step, steps, fields))
-            state.metrics.write({"kind": "step", "epoch": epoch, "step": step, "steps": steps, "loss": loss_now,
-                                 "lr": lr, "acc1": acc_now[0], "acc5": acc_now[1], "batch_time": batch_time,
-                                 "data_time": data_time})
+        meter.tick(batch_time, data_time)
+        if step % loop.print_freq == 0 or step + 1 == steps:
+            fields = meter.fields(batch_time, data_time, loss, counts, targets.size(0))
+            loop.log(zlog.format_step(loop.log.head, epoch, step, steps, fields))
+            loop.metrics.write({"kind": "step", "epoch": epoch, "step": step, "steps": steps, "loss": fields[2][1],
+                                "lr": lr, "acc1": fields[3][1], "acc5": fields[4][1], "batch_time": batch_time,
+                                "data_time": data_time})
         end = time.time()
-    synchronize(device)
+    synchronize(loop.device)
+    return _end_epoch(loop, meter, epoch=epoch, lr=lr, timing=(epoch_start, fps_start, skip, batch_images),
+                      bad_images=bad_images)
+
+
+def _end_epoch(loop, meter, *, epoch, lr, timing, bad_images):
+    """The FPS line and the epoch record. FPS: global images/s over the steps after the first `skip`."""
+    epoch_start, fps_start, skip, batch_images = timing
     done = time.time()
-    measured = max(0, mean_time[1] - skip)
+    measured = max(0, meter.count - skip)
     elapsed = done - fps_start if fps_start is not None else 0.0
     step_time = elapsed / measured if measured else 0.0
-    fps = state.world_size * batch_images * measured / elapsed if elapsed > 0 and measured else 0.0
-    state.log(zlog.format_fps(state.log.head, fps, step_time))
-    totals = distributed.all_reduce_sum(sums.tolist() + [bad_images], device)
+    fps = loop.world_size * batch_images * measured / elapsed if elapsed > 0 and measured else 0.0
+    loop.log(zlog.format_fps(loop.log.head, fps, step_time))
+    totals = distributed.all_reduce_sum(meter.sums.tolist() + [bad_images], loop.device)
     record = {"kind": "epoch", "epoch": epoch, "fps": fps, "step_time": step_time,
               "loss": totals[0] / totals[3] if totals[3] else float("nan"), "lr": lr,
               "bad_images": int(totals[4]), "seconds": done - epoch_start}
-    state.metrics.write(record)
+    loop.metrics.write(record)
     return record
 
 
-def validate(model, loader, criterion, amp, preprocess, device, log, metrics=None, epoch=None, print_freq=10,
-             tag=zlog.ACC_TAG):
+def validate(model, loader, loop, *, epoch=None, tag=zlog.ACC_TAG):
     """Top-1/top-5 and loss over this rank's share of the val set, summed over all ranks (every image counted
     once). Prints `Test:` progress lines and the `[AVG-ACC]` (or `[EMA-ACC]`) line; returns (acc1, acc5, loss)."""
     model.eval()
-    sums = torch.zeros(4, dtype=torch.float64, device=device)
+    meter = _Meter(loop.device)
     steps = len(loader)
-    start = end = time.time()
-    data_total = 0.0
+    end = time.time()
     with torch.no_grad():
         for step, (images, targets, _bad) in enumerate(loader):
             data_time = time.time() - end
-            data_total += data_time
-            images = preprocess(images.to(device, non_blocking=True), False)
-            targets = targets.to(device, non_blocking=True)
-            with amp.autocast():
+            images = loop.preprocess(images.to(loop.device, non_blocking=True), False)
+            targets = targets.to(loop.device, non_blocking=True)
+            with loop.amp.autocast():
                 output = model(images)
             output = output.float()
-            loss = criterion(output, targets)
-            counts = correct_counts(output, targets)
-            n = targets.size(0)
-            sums[:3] += torch.stack([loss.double() * n, counts[0], counts[1]])
-            sums[3] += n
-            if log.enabled and (step % print_freq == 0 or step + 1 == steps):
-                total = sums.tolist()
-                now = time.time()
-                fields = _fields((now - end, (now - start) / (step + 1)), (data_time, data_total / (step + 1)),
-                                 (float(loss.item()), total[0] / total[3]),
-                                 (100.0 * float(counts[0]) / n, 100.0 * total[1] / total[3]),
-                                 (100.0 * float(counts[1]) / n, 100.0 * total[2] / total[3]))
-                log(zlog.format_test(log.head, step, steps, fields))
+            loss = loop.criterion(output, targets)
+            counts = meter.add(loss, output, targets)
+            meter.tick(time.time() - end, data_time)
+            if loop.log.enabled and (step % loop.print_freq == 0 or step + 1 == steps):
+                fields = meter.fields(time.time() - end, data_time, loss, counts, targets.size(0))
+                loop.log(zlog.format_test(loop.log.head, step, steps, fields))
             end = time.time()
-    loss_sum, top1, top5, count = distributed.all_reduce_sum(sums.tolist(), device)
+    loss_sum, top1, top5, count = distributed.all_reduce_sum(meter.sums.tolist(), loop.device)
     if count == 0:
         acc1 = acc5 = 0.0
         mean_loss = float("nan")
     else:
         acc1, acc5, mean_loss = 100.0 * top1 / count, 100.0 * top5 / count, loss_sum / count
-    log(zlog.format_acc(log.head, acc1, acc5, tag=tag))
-    if metrics is not None:
-        metrics.write({"kind": "eval", "epoch": epoch, "acc1": acc1, "acc5": acc5, "loss": mean_loss,
-                       "ema": tag == zlog.EMA_ACC_TAG, "images": int(count)})
+    loop.log(zlog.format_acc(loop.log.head, acc1, acc5, tag=tag))
+    loop.metrics.write({"kind": "eval", "epoch": epoch, "acc1": acc1, "acc5": acc5, "loss": mean_loss,
+                        "ema": tag == zlog.EMA_ACC_TAG, "images": int(count)})
     return acc1, acc5, mean_loss
+
+
+def evaluate(model, ema, loader, loop, *, epoch):
+    """Acc@1 of the model (its EMA is scored beside it), with rank 0's BatchNorm statistics on every rank."""
+    distributed.broadcast_buffers(model)
+    acc1 = validate(model, loader, loop, epoch=epoch)[0]
+    if ema is not None:
+        distributed.broadcast_buffers(ema.module)
+        validate(ema.module, loader, loop, epoch=epoch, tag=zlog.EMA_ACC_TAG)
+    return acc1

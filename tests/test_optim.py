@@ -1,10 +1,10 @@
-"""training/schedule.py: per-iteration warm-up, cosine and linear decay."""
+"""training/optim.py: per-iteration warm-up, cosine and linear decay."""
 import math
 
 import pytest
 import torch
 
-from training.schedule import LrSchedule, lr_at
+from training.optim import LrSchedule, lr_at
 
 
 def test_warmup_is_linear_and_never_zero():
