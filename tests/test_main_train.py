@@ -149,10 +149,95 @@ def test_killed_run_resumes_from_its_last_checkpoint(data_root, tmp_path, capsys
     stdout, stderr = process.communicate(timeout=60)
     assert process.returncode == 130, stderr
     assert stderr.strip().splitlines()[-1].startswith("error: interrupted by SIGTERM")
-    assert "Traceback" not in stderr
     second = load(ckpt)
+    assert stderr.strip().splitlines()[-1].endswith("{} is intact after {} epoch(s): continue with --resume {}".format(
+        os.path.abspath(ckpt), second["epoch"], os.path.abspath(ckpt))), stderr
+    assert "Traceback" not in stderr
     assert first["epoch"] < second["epoch"] < epochs
 
     # finish the run
     assert main.main(argv + ["--resume", ckpt, "--output-dir", out]) == 0
     assert load(ckpt)["epoch"] == epochs
+
+
+def test_interrupt_message_says_what_is_on_disk(data_root, tmp_path, capsys, monkeypatch):
+    """Before the first checkpoint, Ctrl-C must not claim that a checkpoint is intact."""
+    from training import engine
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt()
+    monkeypatch.setattr(engine, "train_one_epoch", interrupted)
+    out = str(tmp_path / "out")
+    assert main.main(SMALL + ["--data", data_root, "-b", "4", "--epochs", "2", "--output-dir", out]) == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: interrupted by Ctrl-C after "), err
+    assert err[0].endswith("no checkpoint was written to {} yet".format(os.path.abspath(out))), err
+    assert not os.path.exists(os.path.join(out, "checkpoint.pth.tar"))
+
+
+@pytest.mark.parametrize("killed_at", [1, 2, 4, 5])
+def test_checkpoint_set_stays_consistent_across_a_kill_between_writes(killed_at, data_root, tmp_path, capsys,
+                                                                      monkeypatch):
+    """A kill between two checkpoint writes, then a resume: every numbered copy gets written, and model_best is
+    the best evaluated epoch (issue 10: written after the rolling checkpoint, they were lost for good)."""
+    from training import checkpoint as ckpt_module
+    real_save, calls = ckpt_module.atomic_save, []
+
+    def killed_save(obj, path):
+        calls.append(os.path.basename(path))
+        if len(calls) == killed_at:
+            raise KeyboardInterrupt()  # the process dies here: before this file is written
+        real_save(obj, path)
+    out = str(tmp_path / "out")
+    rolling = os.path.join(out, "checkpoint.pth.tar")
+    argv = SMALL + ["--data", data_root, "-b", "4", "--epochs", "2", "--steps-per-epoch", "1", "-p", "100",
+                    "--eval-freq", "1", "--checkpoint-freq", "1", "--output-dir", out]
+    monkeypatch.setattr(ckpt_module, "atomic_save", killed_save)
+    assert main.main(argv) == 130
+    monkeypatch.setattr(ckpt_module, "atomic_save", real_save)
+    resume = ["--resume", rolling] if os.path.exists(rolling) else []
+    assert main.main(argv + resume) == 0
+    acc_of_epoch = {}
+    for record in records(os.path.join(out, "metrics.jsonl")):
+        if record["kind"] == "eval":
+            acc_of_epoch[record["epoch"]] = record["acc1"]  # an epoch trained again: its last evaluation
+    best_acc = max(acc_of_epoch.values())
+    assert sorted(os.listdir(out)) == ["checkpoint.pth.tar", "checkpoint_epoch1.pth.tar", "checkpoint_epoch2.pth.tar",
+                                       "metrics.jsonl"] + (["model_best.pth.tar"] if best_acc > 0 else [])
+    final = load(rolling)
+    assert final["epoch"] == 2 and final["best_acc1"] == best_acc
+    assert [load(os.path.join(out, "checkpoint_epoch{}.pth.tar".format(e)))["epoch"] for e in (1, 2)] == [1, 2]
+    if best_acc > 0:
+        best = load(os.path.join(out, "model_best.pth.tar"))
+        assert best["best_acc1"] == best_acc
+        assert best["epoch"] == 1 + min(e for e, acc in acc_of_epoch.items() if acc == best_acc)
+    capsys.readouterr()
+
+
+def test_stale_temp_files_are_removed_at_start(data_root, tmp_path, monkeypatch):
+    """files.remove_stale_temps (the safe-loading branch) runs once in --output-dir before anything is written."""
+    from training import files
+    seen = []
+    monkeypatch.setattr(files, "remove_stale_temps", lambda folder: seen.append(
+        (folder, os.path.exists(os.path.join(folder, "checkpoint.pth.tar")))) or 0, raising=False)
+    out = str(tmp_path / "out")
+    assert main.main(SMALL + ["--data", data_root, "-b", "4", "--epochs", "1", "--steps-per-epoch", "1",
+                              "--output-dir", out]) == 0
+    assert seen == [(out, False)]
+
+
+def test_recipe_paper_without_a_launcher(tmp_path, capsys):
+    """`main.py --recipe paper`: the recipe's values under explicit flags, recorded in the checkpoint."""
+    from training import recipes
+    out = str(tmp_path / "out")
+    assert main.main(["--recipe", "paper", "--dummy", "-a", "shufflenet_v2_x0_5", "-b", "4", "--epochs", "1",
+                      "--steps-per-epoch", "2", "--train-crop-size", "32", "--val-crop-size", "32", "-j", "0",
+                      "--num-classes", "3", "--bn-recalibrate", "1", "--device", "cpu", "--output-dir", out]) == 0
+    assert "=> BatchNorm statistics recomputed over 1 batches" in capsys.readouterr().out
+    saved = load(os.path.join(out, "checkpoint.pth.tar"))["args"]
+    paper = recipes.defaults("paper")
+    assert saved["recipe"] == "paper"
+    assert (saved["batch_size"], saved["epochs"], saved["bn_recalibrate"]) == (4, 1, 1)  # explicit flags win
+    for key in ("lr", "momentum", "weight_decay", "lr_schedule", "norm_weight_decay", "bias_weight_decay",
+                "label_smoothing", "color_jitter", "warm_up_epochs"):
+        assert saved[key] == paper[key], key
