@@ -121,18 +121,19 @@ def train(args, ctx, device, log):
         apex_optimizers=amp.apex_optimizers, device_type=device.type)
     ema = ModelEma(model, args.model_ema) if args.model_ema is not None else None
     model, optimizer = amp.prepare(model, optimizer)
+    start_epoch, best_acc1 = ckpt.resume(checkpoint, args=args, world_size=ctx.world_size, rank=ctx.rank,
+                                         optimizer=optimizer, amp=amp, ema=ema, log=log)
+    steps = None if args.evaluate else steps_per_epoch(args, data.train, ctx.world_size)
+    # the first file this run writes (a failed start above leaves an earlier run's metrics.jsonl as it was)
     metrics = logs.MetricsWriter(os.path.join(args.output_dir, "metrics.jsonl"), enabled=is_main,
                                  append=bool(args.resume) or args.evaluate)
     loop = engine.Loop(criterion=engine.build_criterion(args.label_smoothing).to(device), amp=amp,
                        preprocess=data.preprocess, device=device, log=log, metrics=metrics,
                        print_freq=args.print_freq, world_size=ctx.world_size)
-    start_epoch, best_acc1 = ckpt.resume(checkpoint, args=args, world_size=ctx.world_size, rank=ctx.rank,
-                                    optimizer=optimizer, amp=amp, ema=ema, log=log)
     if args.evaluate:
         engine.evaluate(model, ema, data.val, loop, epoch=start_epoch)
         return
 
-    steps = steps_per_epoch(args, data.train, ctx.world_size)
     opt = engine.Optimization(optimizer=optimizer, ema=ema,
                               schedule=optim.LrSchedule(args.lr, args.epochs, steps, args.warm_up_epochs,
                                                         args.lr_schedule),

@@ -208,3 +208,15 @@ def test_a_failing_rank_reports_its_own_error_in_one_line(data_root, tmp_path):
     assert lines[0].startswith("error: process ") and " of 2 exited with code 2: " in lines[0], lines[0]
     assert lines[0].endswith("--num-classes 1 is smaller than the 2 class folders in {}".format(
         os.path.join(data_root, "train"))), lines[0]
+
+
+def test_a_failed_start_leaves_the_earlier_run_as_it_was(data_root, tmp_path, capsys):
+    """A batch larger than the data set fails before training: an earlier run's files in --output-dir stay."""
+    out = tmp_path / "out"
+    out.mkdir()
+    earlier = {"metrics.jsonl": b'{"kind": "epoch", "epoch": 0}\n', "checkpoint.pth.tar": b"earlier checkpoint"}
+    for name, content in earlier.items():
+        (out / name).write_bytes(content)
+    expect_error(TINY + ["--data", data_root, "-b", "8", "--output-dir", str(out)], capsys,
+                 "fewer than one batch of 8")
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == earlier
