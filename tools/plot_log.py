@@ -173,24 +173,32 @@ def _draw_loss(axis, curves, epochs):
         x, y = _series((e + 1, loss) for e, _, _, loss, is_ema in curves.evals if is_ema == ema)
         if x:
             axis.plot(x, y, "s--" if ema else "s-", color=COLOURS[name], markersize=3, label=name)
-    title = "loss"
-    points = [(px, py) for line in axis.lines for px, py in zip(line.get_xdata(), line.get_ydata())]
-    if points:
-        scale, bottom, top = loss_axis_range([py for _, py in points])
-        axis.set_yscale(scale)
-        axis.set_ylim(bottom, top)
-        if scale == "log":
-            _label_log_axis(axis.yaxis, bottom, top)
-        title += " (log scale)" if scale == "log" else ""
-        above = [(px, py) for px, py in points if py > top]
-        if above:
-            axis.plot([px for px, _ in above], [top] * len(above), "^", color="black", markersize=6,
-                      clip_on=False, label="above the axis")
-            highest = max(above, key=lambda point: point[1])
-            title += ", {} value(s) above the axis, highest {:.3g} at epoch {:.2f}".format(
-                len(above), highest[1], highest[0])
+    if axis.lines:
+        axis.set_title("loss" + _fit_loss_axis(axis))
         axis.legend(fontsize=8)
-    axis.set_title(title)
+    else:
+        axis.set_title("loss")
+
+
+def _fit_loss_axis(axis):
+    """Scale and limits of the loss axis from the lines on it; points above the top get a marker on the top edge.
+    Returns what the title should add: the scale, and how many points are above the axis."""
+    points = [(px, py) for line in axis.lines for px, py in zip(line.get_xdata(), line.get_ydata())]
+    scale, bottom, top = loss_axis_range([py for _, py in points])
+    axis.set_yscale(scale)
+    axis.set_ylim(bottom, top)
+    note = ""
+    if scale == "log":
+        _label_log_axis(axis.yaxis, bottom, top)
+        note = " (log scale)"
+    above = [(px, py) for px, py in points if py > top]
+    if above:
+        axis.plot([px for px, _ in above], [top] * len(above), "^", color="black", markersize=6, clip_on=False,
+                  label="above the axis")
+        highest = max(above, key=lambda point: point[1])
+        note += ", {} value(s) above the axis, highest {:.3g} at epoch {:.2f}".format(
+            len(above), highest[1], highest[0])
+    return note
 
 
 def _label_log_axis(yaxis, bottom, top):
