@@ -8,6 +8,12 @@ text log (ours or the original's), whose lines are parsed by training.modelzoo_l
 learning rate (the ModelZoo step line carries none) and no epoch number on its FPS and accuracy lines: those
 belong to the epoch of the step lines before them. A line that cannot be read (a half-written last JSON line after a
 crash) is skipped with a count on stderr. The image is written to a temporary file and renamed.
+
+A metrics.jsonl step record with `losses` (the loss of every step since the previous step record) gives one point
+per training step; without it, one point per logged step. The loss axis is logarithmic (linear when a loss is not
+positive), and its top is set by the bulk of the values: a spike far above them is drawn as a marker on the top
+edge and named in the panel's title, so it does not flatten every other curve. EMA curves are dashed and have
+colours of their own.
 """
 import argparse
 import json
@@ -19,6 +25,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from training.errors import UserError, run_cli  # noqa: E402
 from training.files import atomic_write  # noqa: E402
+from training.metric_records import global_step, step_losses, steps_per_epoch  # noqa: E402
 from training.modelzoo_log import parse_line  # noqa: E402
 
 
@@ -26,10 +33,11 @@ class Curves:
     """What the figure shows, whichever log it came from."""
 
     def __init__(self):
-        self.steps = []  # (fractional epoch, loss, lr or None)
+        self.steps = []  # (fractional epoch, loss, lr or None): one per step whose loss the log has
         self.epochs = {}  # epoch -> {"loss": mean train loss, "lr": ..., "fps": ...}
         self.evals = []  # (epoch, acc1, acc5, loss or None, ema)
         self.skipped = 0
+        self.every_step = False  # True when step records carry the loss of every step (`losses`)
 
     def empty(self):
         return not (self.steps or self.epochs or self.evals)
@@ -50,9 +58,12 @@ def _add_json(curves, record):
     kind = record.get("kind")
     epoch = record.get("epoch")
     if kind == "step":
-        steps = max(1, int(record.get("steps") or 1))
-        x = int(epoch) + int(record.get("step", 0)) / float(steps)
-        curves.steps.append((x, _number(record.get("loss")), _number(record.get("lr"))))
+        steps = float(steps_per_epoch(record))
+        own = global_step(record)
+        curves.every_step = curves.every_step or bool(record.get("losses"))
+        for index, loss in step_losses(record):
+            lr = _number(record.get("lr")) if index == own else None  # the record's lr is its own step's
+            curves.steps.append((index / steps, _number(loss), lr))
     elif kind == "epoch":
         curves.epochs[int(epoch)] = {key: _number(record.get(key)) for key in ("loss", "lr", "fps")}
     elif kind == "eval" and epoch is not None:
@@ -121,8 +132,130 @@ def _note(axis, text):
     axis.text(0.5, 0.5, text, ha="center", va="center", transform=axis.transAxes, color="gray")
 
 
+# Plain-model curves are solid, EMA curves dashed and in colours of their own.
+COLOURS = {"train": "tab:blue", "lr": "tab:gray", "fps": "tab:brown",
+           "val loss": "tab:red", "Acc@1": "tab:purple", "Acc@5": "tab:orange",
+           "val loss EMA": "tab:cyan", "Acc@1 EMA": "tab:green", "Acc@5 EMA": "tab:olive"}
+SPIKE_DECADES = 1.0  # a loss more than 10x above the upper quartile of all losses is drawn as a spike marker
+
+
+def loss_axis_range(values):
+    """(scale, bottom, top) for the loss axis: "log" when every loss is positive, else "linear"; the top leaves out
+    the values more than SPIKE_DECADES decades above the upper quartile (in log space), so one spike does not
+    squash the rest."""
+    import numpy
+
+    values = numpy.asarray(values, dtype=float)
+    positive = values[values > 0]
+    scale = "log" if len(positive) == len(values) else "linear"
+    if len(positive):
+        ceiling = numpy.percentile(positive, 75) * 10.0 ** SPIKE_DECADES
+        kept = values[values <= ceiling]
+    else:
+        kept = values
+    bottom, top = float(kept.min()), float(kept.max())
+    if scale == "log":
+        return scale, bottom / 1.25, top * 1.25
+    margin = 0.05 * (top - bottom) or 1.0
+    return scale, bottom - margin, top + margin
+
+
+def _draw_loss(axis, curves, epochs):
+    x, y = _series((s[0], s[1]) for s in curves.steps)
+    if x:
+        label = "train loss (every step)" if curves.every_step else "train loss (logged steps)"
+        axis.plot(x, y, color=COLOURS["train"], alpha=0.35, linewidth=0.8, label=label)
+    x, y = _series((e + 1, curves.epochs[e]["loss"]) for e in epochs)
+    if x:
+        axis.plot(x, y, "o-", color=COLOURS["train"], markersize=3, label="train loss (epoch mean)")
+    for ema in (False, True):
+        name = "val loss" + (" EMA" if ema else "")
+        x, y = _series((e + 1, loss) for e, _, _, loss, is_ema in curves.evals if is_ema == ema)
+        if x:
+            axis.plot(x, y, "s--" if ema else "s-", color=COLOURS[name], markersize=3, label=name)
+    if axis.lines:
+        axis.set_title("loss" + _fit_loss_axis(axis))
+        axis.legend(fontsize=8)
+    else:
+        axis.set_title("loss")
+
+
+def _fit_loss_axis(axis):
+    """Scale and limits of the loss axis from the lines on it; points above the top get a marker on the top edge.
+    Returns what the title should add: the scale, and how many points are above the axis."""
+    points = [(px, py) for line in axis.lines for px, py in zip(line.get_xdata(), line.get_ydata())]
+    scale, bottom, top = loss_axis_range([py for _, py in points])
+    axis.set_yscale(scale)
+    axis.set_ylim(bottom, top)
+    note = ""
+    if scale == "log":
+        _label_log_axis(axis.yaxis, bottom, top)
+        note = " (log scale)"
+    above = [(px, py) for px, py in points if py > top]
+    if above:
+        axis.plot([px for px, _ in above], [top] * len(above), "^", color="black", markersize=6, clip_on=False,
+                  label="above the axis")
+        highest = max(above, key=lambda point: point[1])
+        note += ", {} value(s) above the axis, highest {:.3g} at epoch {:.2f}".format(
+            len(above), highest[1], highest[0])
+    return note
+
+
+def _label_log_axis(yaxis, bottom, top):
+    """Plain-number labels (2, 5, 10, 20) instead of 2x10^0, and enough of them on an axis of one or two decades,
+    where decade ticks alone would leave one label or none."""
+    from matplotlib.ticker import LogFormatter, LogLocator, NullFormatter
+
+    decades = math.log10(top / bottom)
+    subs = (1.0, 2.0, 3.0, 5.0) if decades <= 1 else (1.0, 2.0, 5.0) if decades <= 3 else (1.0,)
+    yaxis.set_major_locator(LogLocator(subs=subs))
+    yaxis.set_major_formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=(math.inf, math.inf)))
+    yaxis.set_minor_formatter(NullFormatter())
+
+
+def _draw_lr(axis, curves, epochs):
+    x, y = _series((s[0], s[2]) for s in curves.steps)
+    if not x:
+        x, y = _series((e + 1, curves.epochs[e]["lr"]) for e in epochs)
+    if x:
+        axis.plot(x, y, color=COLOURS["lr"])
+    else:
+        _note(axis, "no learning rate in this log\n(ModelZoo text logs carry none: use metrics.jsonl)")
+    axis.set_title("learning rate")
+
+
+def _draw_accuracy(axis, curves):
+    for ema in (False, True):
+        suffix = " EMA" if ema else ""
+        x1, y1 = _series((e + 1, a1) for e, a1, _, _, is_ema in curves.evals if is_ema == ema)
+        x5, y5 = _series((e + 1, a5) for e, _, a5, _, is_ema in curves.evals if is_ema == ema)
+        style = "o--" if ema else "o-"
+        if x1:
+            axis.plot(x1, y1, style, color=COLOURS["Acc@1" + suffix], markersize=3, label="Acc@1" + suffix)
+        if x5:
+            axis.plot(x5, y5, style, color=COLOURS["Acc@5" + suffix], markersize=3, label="Acc@5" + suffix)
+    if axis.lines:
+        axis.legend(fontsize=8)
+        own = [(a1, e) for e, a1, _, _, is_ema in curves.evals if a1 is not None and not is_ema]
+        best = max(own or [(a1, e) for e, a1, _, _, _ in curves.evals if a1 is not None])
+        axis.set_title("validation accuracy (%), best Acc@1 {:.3f} after {} epochs".format(best[0], best[1] + 1))
+    else:
+        _note(axis, "no evaluation in this log")
+        axis.set_title("validation accuracy (%)")
+
+
+def _draw_fps(axis, curves, epochs):
+    x, y = _series((e + 1, curves.epochs[e]["fps"]) for e in epochs)
+    if x:
+        axis.plot(x, y, "o-", color=COLOURS["fps"], markersize=3)
+        axis.set_title("training images/s (FPS@all), last {:.1f}".format(y[-1]))
+    else:
+        _note(axis, "no FPS in this log")
+        axis.set_title("training images/s (FPS@all)")
+
+
 def draw(curves, title):
-    """The matplotlib Figure: 2x2 panels sharing the epoch axis."""
+    """The matplotlib Figure: 2x2 panels (loss, learning rate, accuracy, FPS) sharing the epoch axis."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -131,54 +264,10 @@ def draw(curves, title):
     figure, axes = pyplot.subplots(2, 2, figsize=(12, 8), sharex=True)
     loss_axis, lr_axis, acc_axis, fps_axis = axes.flat
     epochs = sorted(curves.epochs)
-
-    x, y = _series((s[0], s[1]) for s in curves.steps)
-    if x:
-        loss_axis.plot(x, y, color="tab:blue", alpha=0.35, linewidth=0.8, label="train loss (logged steps)")
-    x, y = _series((e + 1, curves.epochs[e]["loss"]) for e in epochs)
-    if x:
-        loss_axis.plot(x, y, "o-", color="tab:blue", markersize=3, label="train loss (epoch mean)")
-    for ema, style in ((False, "s-"), (True, "s--")):
-        x, y = _series((e + 1, loss) for e, _, _, loss, is_ema in curves.evals if is_ema == ema)
-        if x:
-            loss_axis.plot(x, y, style, color="tab:red", markersize=3, label="val loss" + (" (EMA)" if ema else ""))
-    loss_axis.set_title("loss")
-    if loss_axis.lines:
-        loss_axis.legend(fontsize=8)
-
-    x, y = _series((s[0], s[2]) for s in curves.steps)
-    if not x:
-        x, y = _series((e + 1, curves.epochs[e]["lr"]) for e in epochs)
-    if x:
-        lr_axis.plot(x, y, color="tab:green")
-    else:
-        _note(lr_axis, "no learning rate in this log\n(ModelZoo text logs carry none: use metrics.jsonl)")
-    lr_axis.set_title("learning rate")
-
-    for ema, style in ((False, "-"), (True, "--")):
-        suffix = " EMA" if ema else ""
-        x1, y1 = _series((e + 1, a1) for e, a1, _, _, is_ema in curves.evals if is_ema == ema)
-        x5, y5 = _series((e + 1, a5) for e, _, a5, _, is_ema in curves.evals if is_ema == ema)
-        if x1:
-            acc_axis.plot(x1, y1, "o" + style, color="tab:purple", markersize=3, label="Acc@1" + suffix)
-            acc_axis.plot(x5, y5, "o" + style, color="tab:orange", markersize=3, label="Acc@5" + suffix)
-    if acc_axis.lines:
-        acc_axis.legend(fontsize=8)
-        own = [(a1, e) for e, a1, _, _, is_ema in curves.evals if a1 is not None and not is_ema]
-        best = max(own or [(a1, e) for e, a1, _, _, _ in curves.evals if a1 is not None])
-        acc_axis.set_title("validation accuracy (%), best Acc@1 {:.3f} after {} epochs".format(best[0], best[1] + 1))
-    else:
-        _note(acc_axis, "no evaluation in this log")
-        acc_axis.set_title("validation accuracy (%)")
-
-    x, y = _series((e + 1, curves.epochs[e]["fps"]) for e in epochs)
-    if x:
-        fps_axis.plot(x, y, "o-", color="tab:brown", markersize=3)
-        fps_axis.set_title("training images/s (FPS@all), last {:.1f}".format(y[-1]))
-    else:
-        _note(fps_axis, "no FPS in this log")
-        fps_axis.set_title("training images/s (FPS@all)")
-
+    _draw_loss(loss_axis, curves, epochs)
+    _draw_lr(lr_axis, curves, epochs)
+    _draw_accuracy(acc_axis, curves)
+    _draw_fps(fps_axis, curves, epochs)
     for axis in (acc_axis, fps_axis):
         axis.set_xlabel("epochs completed")
     for axis in axes.flat:
