@@ -20,7 +20,9 @@ from training import device as devices
 from training import distributed
 from training import engine
 from training import modelzoo_log as zlog
+from training import recipes
 from training import schedule as schedules
+from training import supervisor
 from training.errors import EXIT_INTERRUPTED, EXIT_USER_ERROR, UserError, run_cli
 
 IMAGENET_TRAIN_IMAGES = 1281167
@@ -44,6 +46,11 @@ def build_parser():
     p = argparse.ArgumentParser(
         description="ShuffleNetV2 training (Ascend NPU / NVIDIA GPU / CPU), ModelZoo-compatible flags and logs.",
         formatter_class=HelpFormatter)
+    g = p.add_argument_group("recipe")
+    g.add_argument("--recipe", choices=recipes.NAMES, default=None,
+                   help="defaults from training/recipes.py (explicit flags win); default: the defaults below")
+    g.add_argument("--check-only", action="store_true",
+                   help="check flags, devices, data and --resume, then exit 0 without training (the launchers use it)")
     g = p.add_argument_group("data and model")
     g.add_argument("--data", metavar="DIR", default=None,
                    help="data set folder with train/ and val/ ImageFolders (not needed with --dummy)")
@@ -143,6 +150,26 @@ def build_parser():
     return p
 
 
+def parse_args(argv=None):
+    """Parse with the --recipe's defaults installed first, so that explicit flags win over the recipe."""
+    parser = build_parser()
+    known, _ = parser.parse_known_args(argv)
+    if known.recipe:
+        parser.set_defaults(**recipes.defaults(known.recipe))
+    return parser.parse_args(argv)
+
+
+def check_batch_fits_data(args, world):
+    """--check-only: every process gets at least one full training batch (the training loop's own check)."""
+    if args.dummy or args.evaluate:
+        return
+    samples, _ = data_module().scan_folder(os.path.join(args.data, "train"))
+    per_rank = args.batch_size // world
+    if len(samples) // world < per_rank:
+        raise UserError("the training set has fewer images than one batch per process ({}): lower --batch-size"
+                        .format(per_rank))
+
+
 def check_args(args):
     """Flag checks that need no data or devices (run before any process is started)."""
     if args.arch not in models.MODEL_NAMES:
@@ -228,7 +255,7 @@ def run_worker(local_index, args, mode, world, device_type, available):
     ctx = distributed.context_for(args, mode, world, local_index, available)
     if device_type == "cpu" and ctx.nprocs_per_node > 1 and not os.environ.get("OMP_NUM_THREADS"):
         # several CPU processes on one node: share the cores instead of each spinning on all of them
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // ctx.nprocs_per_node))
+        torch.set_num_threads(supervisor.threads_per_process(ctx.nprocs_per_node))
     device = devices.set_device(device_type, ctx.device_index)
     backend = args.dist_backend or devices.default_backend(device_type)
     distributed.init_process_group(ctx, backend, distributed.init_method(args, mode))
@@ -407,7 +434,7 @@ def _stop(context):
 
 def main(argv=None):
     """Parse, check, launch. Returns the exit status."""
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     try:
         previous = signal.signal(signal.SIGTERM, _raise_interrupted)
     except ValueError:  # not the main thread (main() called from a thread): keep the default handling
@@ -422,6 +449,9 @@ def main(argv=None):
             data_module().check_data_root(args.data)
         if args.resume:
             ckpt.load_checkpoint(args.resume, "--resume")
+        if args.check_only:
+            check_batch_fits_data(args, world)
+            return 0
         if mode == "spawn":
             return spawn(args, nprocs, mode, world, device_type, available)
         run_worker(0, args, mode, world, device_type, available)
