@@ -1,10 +1,9 @@
 #!/usr/bin/env bash
 # Throughput run (synthetic data unless --data_path=DIR) on 1p, ModelZoo hyperparameters (training/recipes.py).
-# All logic is in training/launcher.py; usage: bash test/train_performance_1p.sh --help
+# All logic is in training/launcher.py (via tools/modelzoo_launch.py); usage: bash test/train_performance_1p.sh --help
 TEST_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 PYTHON=${PYTHON:-python3}
 command -v "${PYTHON}" >/dev/null || { echo "error: PYTHON=${PYTHON}: no such interpreter" >&2; exit 2; }
 # shellcheck disable=SC1091
 source "${TEST_DIR}/env_npu.sh"
-export PYTHONPATH="${TEST_DIR}/..${PYTHONPATH:+:${PYTHONPATH}}"
-exec "${PYTHON}" -m training.launcher --mode performance --scale 1p "$@"
+exec "${PYTHON}" "${TEST_DIR}/../tools/modelzoo_launch.py" --mode performance --scale 1p "$@"

@@ -88,7 +88,8 @@ def build_parser():
 
 def usage(mode, scale):
     if scale == "1p":
-        scale_flags = "  --device_id=N   (--gpu)     device index and output folder name (default $ASCEND_DEVICE_ID or 0)"
+        scale_flags = ("  --device_id=N (--gpu)      device index and output folder name (default $ASCEND_DEVICE_ID "
+                       "or 0)")
     else:
         scale_flags = ("  --nproc=N       (--device_num) processes, one per device (default: 8 NPUs, up to 8 GPUs, 2 on"
                        " CPU)\n  --nnodes=N --node_rank=K   several nodes: run the script on every node with its K "
@@ -261,7 +262,7 @@ class Probe:
 def probe_device(device):
     command = [sys.executable, "-c", "import sys; from training.launcher import print_probe; "
                "sys.exit(print_probe(sys.argv[1]))", device]
-    result = subprocess.run(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, universal_newlines=True)
+    result = subprocess.run(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True)
     if result.returncode != 0:
         raise SystemExit(result.returncode)
     return Probe(*result.stdout.strip().splitlines()[-1].split())  # the last line: plug-ins may print banners
