@@ -265,7 +265,10 @@ def probe_device(device):
     result = subprocess.run(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True)
     if result.returncode != 0:
         raise SystemExit(result.returncode)
-    return Probe(*result.stdout.strip().splitlines()[-1].split())  # the last line: plug-ins may print banners
+    lines = result.stdout.strip().splitlines()
+    if not lines or len(lines[-1].split()) != 4:
+        raise UserError("the device probe of {} printed no device line: {!r}".format(sys.executable, result.stdout))
+    return Probe(*lines[-1].split())  # the last line: plug-ins may print banners first
 
 
 def choose_processes(options, probe):
