@@ -133,3 +133,14 @@ def test_ctrl_c_or_sigterm_stops_every_child_and_exits_130(tmp_path, sig):
     assert driver.returncode == 130, stderr
     assert "interrupted: stopping 2 training process(es)" in stdout
     assert all(gone(pid) for pid in pids)
+
+
+def test_a_stopped_run_leaves_no_grandchildren_behind(tmp_path):
+    """A rank's own children (data loader workers) live in its process group and are killed with it."""
+    pid_file = str(tmp_path / "grandchild")
+    parent = ("import subprocess, sys, time\n"
+              "subprocess.Popen([sys.executable, '-c', {sleeper!r}, {pid!r}])\n"
+              "time.sleep(1)\nprint('error: worker left behind')\nsys.exit(4)\n").format(sleeper=SLEEPER, pid=pid_file)
+    specs = [ProcessSpec(python(parent), None, log_path=str(tmp_path / "0.log"))]
+    assert supervisor.supervise(specs, grace_seconds=5) == 4
+    assert wait_until(lambda: gone(int(open(pid_file).read())), seconds=10)

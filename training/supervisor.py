@@ -2,11 +2,11 @@
 
 Used by the ModelZoo launcher (training/launcher.py, one main.py per rank) and by main.py's spawn path.
 
-- `supervise(specs, grace_seconds=20.0)` starts one process per `ProcessSpec`, each in its own process group (so a
-  stop reaches its data loader workers too), with its output in `log_path` (or on this process's stdout/stderr),
-  its CPU affinity set to `cpus`. When one exits non-zero, the others get SIGTERM and, `grace_seconds` later,
-  SIGKILL; one line `error: process R of W exited with code C: <R's own last error line>` goes to stderr.
-  Ctrl-C / SIGTERM of the supervisor are forwarded the same way and give exit code 130.
+- `supervise(specs, grace_seconds=20.0)` starts one process per `ProcessSpec`, each in its own process group (so
+  the final SIGKILL reaches its data loader workers too), with its output in `log_path` (or on this process's
+  stdout/stderr), its CPU affinity set to `cpus`. When one exits non-zero, the others get SIGTERM and,
+  `grace_seconds` later, SIGKILL; one line `error: process R of W exited with code C: <R's own last error line>`
+  goes to stderr. Ctrl-C / SIGTERM of the supervisor are forwarded the same way and give exit code 130.
 - Children die with the supervisor even when it is SIGKILLed: on Linux through PR_SET_PDEATHSIG (set in the child
   before exec), elsewhere through a small watchdog process that kills them once the supervisor is gone.
 
@@ -172,10 +172,11 @@ def _start_watchdog(children):
 
 
 def stop(children, grace_seconds, first_signal=signal.SIGTERM):
-    """`first_signal` to every child still running, SIGKILL to those alive after `grace_seconds`, then reap all."""
+    """`first_signal` to every child still running, SIGKILL to those alive after `grace_seconds` (and to whatever is
+    left in their process groups), then reap all."""
     for child in children:
         if child.popen.poll() is None:
-            child.signal_group(first_signal)
+            child.popen.send_signal(first_signal)  # the process stops its own workers: no noise from them
     deadline = time.monotonic() + grace_seconds
     while any(child.popen.poll() is None for child in children) and time.monotonic() < deadline:
         time.sleep(POLL_SECONDS)
