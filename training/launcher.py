@@ -281,6 +281,8 @@ def choose_processes(options, probe):
         nprocs = CPU_DEFAULT_PROCESSES
     else:
         nprocs = min(probe.count, MAX_PROCESSES_PER_NODE)
+    if nprocs < 1:
+        raise UserError("no {} device is visible".format(probe.kind))
     if probe.kind != "cpu" and nprocs > probe.count:
         raise UserError("--nproc={} but only {} {} device(s) are visible".format(nprocs, probe.count, probe.kind))
     return nprocs, list(range(nprocs))
