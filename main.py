@@ -22,7 +22,7 @@ from training import distributed, engine, files, logs, optim, precision
 from training.bn_recalibration import recalibrate_models
 from training.ema import ModelEma
 from training.errors import EXIT_INTERRUPTED, EXIT_USER_ERROR, UserError
-from training.supervisor import ProcessSpec, supervise
+from training import supervisor
 
 IMAGENET_TRAIN_IMAGES = 1281167
 SPAWN_FLAG = "--multiprocessing-distributed"
@@ -47,6 +47,8 @@ def main(argv=None):
         launch = distributed.plan(args, devices.device_count(device_type))
         if not args.dummy:
             data_module().check_data_root(args.data)
+        if args.check_only:
+            return check_only(args, launch)
         if launch.mode == "spawn":
             return start_ranks(args, argv, launch, started)
         with distributed.environment(launch.ranks[0]):
@@ -82,10 +84,23 @@ def start_ranks(args, argv, launch, started):
         ckpt.load_checkpoint(args.resume, "--resume")  # one error line here rather than one per rank
     rank_argv = [a for a in argv if not (len(a) > 4 and SPAWN_FLAG.startswith(a))] + ["--seed", str(args.seed)]
     command = [sys.executable, os.path.abspath(__file__)] + rank_argv
-    code = supervise([ProcessSpec(command, dict(os.environ, **env)) for env in launch.ranks])
+    code = supervisor.supervise([supervisor.ProcessSpec(command, dict(os.environ, **env)) for env in launch.ranks])
     if code == EXIT_INTERRUPTED:
         report_interrupt(args, None, started)
     return code
+
+
+def check_only(args, launch):
+    """--check-only: --resume loads and every process gets one full training batch; nothing is written."""
+    if args.resume:
+        ckpt.load_checkpoint(args.resume, "--resume")
+    world = int(launch.ranks[0]["WORLD_SIZE"])
+    if not (args.dummy or args.evaluate):
+        samples, _ = data_module().scan_folder(os.path.join(args.data, "train"))
+        if len(samples) // world < args.batch_size // world:
+            raise UserError("the training set has fewer images than one batch per process ({}): lower --batch-size"
+                            .format(args.batch_size // world))
+    return 0
 
 
 def run_process(args, device_type):
@@ -93,7 +108,7 @@ def run_process(args, device_type):
     ctx = distributed.context()
     if device_type == "cpu" and ctx.local_world_size > 1 and not os.environ.get("OMP_NUM_THREADS"):
         # several CPU processes on one node: share the cores instead of each spinning on all of them
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // ctx.local_world_size))
+        torch.set_num_threads(supervisor.threads_per_process(ctx.local_world_size))
     index = distributed.device_index(args, ctx)
     device = devices.set_device(device_type, index)
     distributed.init_process_group(ctx, args.dist_backend or devices.default_backend(device_type))

@@ -1,19 +1,9 @@
 #!/usr/bin/env bash
-# Accuracy run on 8 devices of one node, one process and one log per device: bash test/train_full_8p.sh --data_path=DIR
-# Defaults below are the ModelZoo original's hyperparameters (workers: for the whole node, capped at its cores);
-# everything else (arguments, device, processes, summary) is shared code in test/launcher_common.sh.
-# Usage: bash test/train_full_8p.sh --help
-
-LAUNCH_MODE=full
-LAUNCH_SCALE=8p
-DEFAULT_BATCH_SIZE=8192
-DEFAULT_EPOCHS=240
-DEFAULT_LR=4
-DEFAULT_WARMUP=5
-DEFAULT_MOMENTUM=0
-DEFAULT_WD=1e-4
-DEFAULT_WORKERS=184
-
+# Accuracy run (240 epochs, needs --data_path=DIR) on 8p, ModelZoo hyperparameters (training/recipes.py).
+# All logic is in training/launcher.py (via tools/modelzoo_launch.py); usage: bash test/train_full_8p.sh --help
+TEST_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+PYTHON=${PYTHON:-python3}
+command -v "${PYTHON}" >/dev/null || { echo "error: PYTHON=${PYTHON}: no such interpreter" >&2; exit 2; }
 # shellcheck disable=SC1091
-source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/launcher_common.sh"
-launcher_main "$@"
+source "${TEST_DIR}/env_npu.sh"
+exec "${PYTHON}" "${TEST_DIR}/../tools/modelzoo_launch.py" --mode full --scale 8p "$@"

@@ -1,12 +1,15 @@
-"""The ModelZoo launchers test/train_{full,performance}_{1p,8p}.sh and their summary module.
+"""The ModelZoo launchers: test/train_{full,performance}_{1p,8p}.sh (shims) -> training/launcher.py.
 
-Two kinds of tests:
-- end to end: each launcher runs the real main.py on CPU (x0.5 model, 32-pixel crops, a few steps, tiny generated
+Three kinds of tests:
+- end to end: each script runs the real main.py on CPU (x0.5 model, 32-pixel crops, a few steps, tiny generated
   images or --dummy); the 8p scripts start 2 CPU processes. The summaries' numeric keys must parse as numbers.
-- launcher mechanics (arguments, recipe, failure of one rank, Ctrl-C, old logs kept): the launchers run in a copy of
-  the repository whose main.py is a fake that records its arguments, so they take a fraction of a second each.
+- in process: training.launcher's argument parsing and launch plan (both flag spellings, two-value flags, recipes,
+  CPU shrink, CPU binding) checked against what the real main.py parser makes of the command line it builds.
+- launcher mechanics (failure of one rank, Ctrl-C, SIGKILL, old logs kept): the scripts run in a copy of the
+  repository whose main.py is a fake that records its arguments, so they take a fraction of a second each.
 """
 import importlib.util
+import json
 import os
 import shutil
 import signal
@@ -17,8 +20,12 @@ import time
 
 import pytest
 
+from training import options
 from tests.datasets import make_image_folder
+from training import checkpoint as ckpt
+from training import launcher
 from training import modelzoo_log as zlog
+from training import supervisor
 from training.errors import UserError, run_cli
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -38,13 +45,13 @@ NUMERIC_KEYS = ("RankSize", "BatchSize", "ActualFPS", "TrainingTime", "ActualLos
 # Small enough for 2 shared CPU cores. FP32 keeps the fp32 path of the launchers covered and is fast on any CPU;
 # the 1p performance test keeps the default precision (--amp: bf16 autocast on a CPU).
 TINY_DEFAULT_PRECISION = ["--arch=shufflenet_v2_x0_5", "--train-crop-size=32", "--val-resize-size=36",
-                          "--val-crop-size=32", "--print-freq=1", "--workers=0"]
+                          "--val-crop-size=32", "--print-freq=1", "--workers=1"]
 TINY = TINY_DEFAULT_PRECISION + ["--precision_mode=must_keep_origin_dtype"]
 
 
 def launch(script, args, repo=REPO, env=None, timeout=240):
     full_env = dict(os.environ)
-    for name in ("MASTER_PORT", "MASTER_ADDR", "ASCEND_DEVICE_ID"):
+    for name in ("MASTER_PORT", "MASTER_ADDR", "ASCEND_DEVICE_ID", "OMP_NUM_THREADS"):
         full_env.pop(name, None)
     full_env.update(env or {})
     return subprocess.run(["bash", os.path.join(repo, "test", script)] + list(args), capture_output=True,
@@ -59,6 +66,26 @@ def check_summary(output_root, device_id, case_name, accuracy):
     assert values["CaseName"] == case_name
     assert ("TrainAccuracy" in values) == accuracy
     return values
+
+
+def write_previous_run(folder):
+    """Files as an earlier finished run of main.py leaves them; the launcher must only move them aside."""
+    os.makedirs(folder)
+    for name in ("checkpoint.pth.tar", "model_best.pth.tar", "train_0.log"):
+        with open(os.path.join(folder, name), "w") as handle:
+            handle.write("earlier run: " + name)
+
+
+def assert_previous_run_kept(folder):
+    kept, = [name for name in os.listdir(folder) if name.startswith("previous-")]
+    for name in ("checkpoint.pth.tar", "model_best.pth.tar", "train_0.log"):
+        assert open(os.path.join(folder, kept, name)).read() == "earlier run: " + name
+
+
+def assert_previous_run_untouched(folder):
+    assert sorted(os.listdir(folder)) == ["checkpoint.pth.tar", "model_best.pth.tar", "train_0.log"]
+    for name in os.listdir(folder):
+        assert open(os.path.join(folder, name)).read() == "earlier run: " + name
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -86,29 +113,33 @@ def test_performance_1p_on_synthetic_data(tmp_path):
                                                       abs=1e-3)
     assert float(values["ActualLoss"]) == pytest.approx([r for r in records if r["kind"] == "step"][-1]["loss"],
                                                        rel=1e-3)
+    assert len([r for r in records if r["kind"] == "step"]) == 3  # --steps-per-epoch=3 won over the CPU shrink
 
 
 def test_full_1p_with_the_paper_recipe_on_tiny_image_folder(tmp_path, tiny_data):
-    """Also proves that main.py accepts every flag of the paper recipe, BN recalibration included."""
+    """Also proves that main.py accepts every flag of the paper recipe, BN recalibration included, that the
+    checkpoint records the recipe, and that a two-value flag passes through in the `--flag=a b` form."""
     out = str(tmp_path)
     result = launch("train_full_1p.sh", ["--data_path=" + tiny_data, "--output_root=" + out, "--batch_size=4",
-                                         "--epochs=1", "--recipe=paper"] + TINY)
+                                         "--epochs=1", "--recipe=paper", "--train-crop-scale=0.5", "1.0"] + TINY)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "BatchNorm statistics recomputed" in open(os.path.join(out, "0", "train_0.log")).read()
     values = check_summary(out, "0", "Shufflenetv2_ID0099_for_PyTorch_bs4_1p_acc", accuracy=True)
     assert 0.0 <= float(values["TrainAccuracy"]) <= 100.0
     assert "Final Train Accuracy : {}".format(values["TrainAccuracy"]) in result.stdout
-    assert os.path.isfile(os.path.join(out, "0", "checkpoint.pth.tar"))
+    saved = ckpt.load_checkpoint(os.path.join(out, "0", "checkpoint.pth.tar"))["args"]
+    assert (saved["recipe"], saved["label_smoothing"], saved["bn_recalibrate"]) == ("paper", 0.1, 1251)
+    assert list(saved["train_crop_scale"]) == [0.5, 1.0] and saved["seed"] == 49
 
 
 @pytest.mark.parametrize("script, mode, extra", [
-    ("train_performance_8p.sh", "perf", ["--steps-per-epoch=3"]),
-    ("train_full_8p.sh", "acc", ["--epochs=1"]),
+    ("train_performance_8p.sh", "perf", ["--steps-per-epoch=3", "--batch_size=4"]),
+    ("train_full_8p.sh", "acc", ["--epochs=1", "-b", "4"]),  # main.py's spellings: -b N, --data DIR
 ])
 def test_8p_scripts_run_two_cpu_processes_with_one_log_each(tmp_path, tiny_data, script, mode, extra):
     out = str(tmp_path)
-    data = ["--data_path=" + tiny_data] if mode == "acc" else []
-    result = launch(script, data + ["--output_root=" + out, "--batch_size=4"] + extra + TINY)
+    data = ["--data", tiny_data] if mode == "acc" else []
+    result = launch(script, data + ["--output_root=" + out] + extra + TINY)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "2 process(es)" in result.stdout
     values = check_summary(out, "0", "Shufflenetv2_ID0099_for_PyTorch_bs4_2p_" + mode, accuracy=mode == "acc")
@@ -118,13 +149,28 @@ def test_8p_scripts_run_two_cpu_processes_with_one_log_each(tmp_path, tiny_data,
     assert "FPS@all" in rank0 and "FPS@all" not in rank1  # each rank its own file; rank 0 prints the figures
 
 
+def test_a_batch_too_large_for_the_data_fails_before_moving_the_previous_run(tmp_path, tiny_data):
+    """main.py --check-only runs first: the earlier run's checkpoints stay where --resume expects them."""
+    out = str(tmp_path / "out")
+    write_previous_run(os.path.join(out, "0"))
+    result = launch("train_full_1p.sh", ["--data_path=" + tiny_data, "--output_root=" + out, "--batch_size=64"]
+                    + TINY)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        "error: the training set has fewer images than one batch per process (64): lower --batch-size"]
+    assert_previous_run_untouched(os.path.join(out, "0"))
+    result = launch("train_full_1p.sh", ["--data_path=" + tiny_data, "--output_root=" + out, "--lr-schedule=step"])
+    assert result.returncode == 2 and "argument --lr-schedule: invalid choice: 'step'" in result.stderr
+    assert_previous_run_untouched(os.path.join(out, "0"))
+
+
 # ---------------------------------------------------------------------------------------------------------------
-# Bad input: no Python start needed, so these use the real scripts
+# Bad input: one line, exit 2, before any Python start of main.py, nothing created
 
 
 def test_full_script_without_data_path_fails_naming_it(tmp_path):
     result = launch("train_full_8p.sh", ["--output_root=" + str(tmp_path)])
-    assert result.returncode != 0
+    assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         "error: --data_path=DIR is required for full runs (an ImageNet-style folder with train/ and val/)"]
 
@@ -132,30 +178,128 @@ def test_full_script_without_data_path_fails_naming_it(tmp_path):
 def test_unknown_precision_mode_fails_naming_it(tmp_path):
     result = launch("train_performance_1p.sh",
                     ["--precision_mode=allow_fp32_to_fp16", "--output_root=" + str(tmp_path)])
-    assert result.returncode != 0
+    assert result.returncode == 2
     assert result.stderr.startswith("error: unknown --precision_mode=allow_fp32_to_fp16")
     assert len(result.stderr.strip().splitlines()) == 1
     assert os.listdir(str(tmp_path)) == []
 
 
 @pytest.mark.parametrize("script, args, message", [
-    ("train_full_1p.sh", ["--data_path", "DIR"], "error: --data_path needs a value: write --data_path=VALUE"),
+    ("train_full_1p.sh", ["--data_path"], "error: --data_path needs a value: write --data_path=VALUE"),
+    ("train_full_1p.sh", ["--data_path="], "error: --data_path needs a value: write --data_path=VALUE"),
     ("train_performance_1p.sh", ["--device_id="], "error: --device_id needs a value: write --device_id=VALUE"),
     ("train_performance_8p.sh", ["--nnodes="], "error: --nnodes needs a value: write --nnodes=VALUE"),
     ("train_performance_8p.sh", ["--batch_size=big"], "error: --batch_size=big is not a whole number"),
+    ("train_performance_8p.sh", ["-b", "big"], "error: --batch_size=big is not a whole number"),
     ("train_performance_8p.sh", ["--batch_size=0"], "error: --batch_size=0: need at least one image per step"),
     ("train_performance_1p.sh", ["--learning_rate=0.1x"], "error: --learning_rate=0.1x is not a number"),
+    ("train_performance_1p.sh", ["--lr", "nan"], "error: --learning_rate=nan is not a number"),
     ("train_full_1p.sh", ["--data_path=MISSING"], "error: --data_path=MISSING: no such directory"),
+    ("train_full_1p.sh", ["--data", "MISSING"], "error: --data_path=MISSING: no such directory"),
     ("train_full_1p.sh", ["--device_id=1", "--nproc=2"], "error: --nproc is for the 8p scripts"),
+    ("train_full_8p.sh", ["--device_id=1"], "error: --device_id is for the 1p scripts; use --nproc=N here"),
+    ("train_full_8p.sh", ["--dummy"], "error: --dummy: full runs train on data; give --data_path=DIR (synthetic "
+                                      "data is for the performance scripts)"),
+    ("train_performance_8p.sh", ["--recipe=fast"],
+     "error: unknown --recipe=fast: use modelzoo (the original's hyperparameters) or paper"),
 ])
 def test_flag_without_value_and_bad_numbers_fail(tmp_path, script, args, message):
-    """Bad input ends in one line naming it, before any Python start, and leaves no output folder behind."""
+    """Bad input ends in one line naming it, before any Python start of main.py, and leaves no output folder."""
     out = tmp_path / "out"
     result = launch(script, [arg.replace("MISSING", str(tmp_path / "missing")) for arg in args]
                     + ["--output_root=" + str(out)])
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert result.stderr.splitlines() == [message.replace("MISSING", str(tmp_path / "missing"))]
     assert result.stdout == "" and not out.exists()
+
+
+def test_help_names_both_spellings_and_exits_0():
+    result = launch("train_full_8p.sh", ["--help"])
+    assert result.returncode == 0 and result.stderr == ""
+    assert result.stdout.startswith("Usage: bash test/train_full_8p.sh")
+    assert "--data_path=DIR (--data)" in result.stdout and "--recipe modelzoo_full_8p" in result.stdout
+
+
+def test_test_folder_keeps_at_most_120_lines_of_bash_besides_env_npu():
+    scripts = [name for name in os.listdir(os.path.join(REPO, "test")) if name.endswith(".sh")]
+    assert sorted(scripts) == ["env_npu.sh", "train_full_1p.sh", "train_full_8p.sh", "train_performance_1p.sh",
+                               "train_performance_8p.sh"]
+    lines = sum(len(open(os.path.join(REPO, "test", name)).read().splitlines())
+                for name in scripts if name != "env_npu.sh")
+    assert lines <= 120
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# In process: the command line the launcher builds, read back by main.py's own parser
+
+
+class FakeProbe(launcher.Probe):
+    def __init__(self, kind="cpu", count=1):
+        super().__init__(kind, count, 45678, 29688)
+
+
+def planned(args, mode="full", scale="8p", probe=None, environ=None, machine="x86_64"):
+    """(Launch, specs, main.py's parsed args of each rank) for a launcher command line."""
+    environ = {} if environ is None else environ
+    options, passthrough = launcher.parse_command_line(["--mode", mode, "--scale", scale] + args, environ)
+    probe = probe or FakeProbe()
+    nprocs, device_ids = launcher.choose_processes(options, probe)
+    plan = launcher.Launch(options, probe, nprocs, device_ids, say=lambda message: None)
+    specs = plan.specs(passthrough, environ, machine=machine)
+    parsed = [vars(options.parse_args(spec.argv[2:])) for spec in specs]
+    return plan, specs, parsed
+
+
+def test_both_spellings_give_main_py_the_same_values(tmp_path):
+    data = str(tmp_path)
+    modelzoo = planned(["--data_path=" + data, "--batch_size=64", "--learning_rate=0.1", "--epochs=3"])[2]
+    spelled = planned(["--data", data, "-b", "64", "--lr", "0.1", "--epochs", "3"])[2]
+    assert modelzoo == spelled
+    assert [(args["data"], args["batch_size"], args["lr"], args["epochs"]) for args in modelzoo] == [
+        (data, 64, 0.1, 3)] * 2
+    assert planned(["--data_path=" + data, "-b64", "--learning-rate=0.1"])[2][0]["batch_size"] == 64
+
+
+@pytest.mark.parametrize("form", [["--train-crop-scale=0.5", "1.0"], ["--train-crop-scale", "0.5", "1.0"]])
+def test_two_value_flags_pass_through_in_both_forms(tmp_path, form):
+    plan, specs, parsed = planned(["--data_path=" + str(tmp_path)] + form + ["--model-ema=0.999", "--amp"])
+    assert [args["train_crop_scale"] for args in parsed] == [[0.5, 1.0]] * 2
+    assert parsed[0]["model_ema"] == 0.999
+    assert specs[0].argv[-5:] == ["--train-crop-scale", "0.5", "1.0", "--model-ema=0.999", "--amp"]
+
+
+def test_modelzoo_dump_and_profiling_switches_are_accepted(tmp_path):
+    args = ["--data_path=" + str(tmp_path), "--over_dump=False", "--data_dump_flag", "--profiling=True",
+            "--data_dump_step=10"]
+    plan, specs, parsed = planned(args)
+    assert parsed == planned(["--data_path=" + str(tmp_path)])[2]  # nothing of them reaches main.py
+
+
+def test_the_plan_applies_the_recipe_through_main_py(tmp_path):
+    plan, specs, (rank0, rank1) = planned(["--data_path=" + str(tmp_path)], scale="8p")
+    defaults = dict(rank0, recipe="modelzoo_full_8p", batch_size=8192, lr=4.0, epochs=240, warm_up_epochs=5,
+                    momentum=0.0, weight_decay=1e-4, seed=49, eval_freq=5, arch="shufflenet_v2_x1_0", amp=True,
+                    opt_level="O2", loss_scale="64", device="cpu", local_rank=0)
+    assert rank0 == defaults
+    assert specs[0].argv[:4] == [sys.executable, launcher.MAIN_PY, "--recipe", "modelzoo_full_8p"]
+    assert rank1["local_rank"] == 1 and specs[1].env["RANK"] == "1"
+    assert plan.case_name == "Shufflenetv2_ID0099_for_PyTorch_bs8192_2p_acc"
+    paper = planned(["--recipe=paper"], mode="performance", scale="1p", probe=FakeProbe("cuda", 1))[2][0]
+    assert {key: paper[key] for key in ("recipe", "batch_size", "lr", "lr_schedule", "epochs", "steps_per_epoch",
+                                        "seed", "eval_freq", "gpu", "dummy")} == {
+        "recipe": "paper", "batch_size": 1024, "lr": 0.5, "lr_schedule": "linear", "epochs": 2,
+        "steps_per_epoch": 200, "seed": 49, "eval_freq": 5, "gpu": 0, "dummy": True}
+
+
+def test_ranks_are_bound_to_their_share_of_cores_on_aarch64_only(tmp_path):
+    args = ["--data_path=" + str(tmp_path), "--nproc=2"]
+    cores = os.cpu_count()
+    _, specs, _ = planned(args, machine="aarch64")
+    assert [spec.cpus for spec in specs] == [supervisor.cpu_share(rank, 2, cores) for rank in (0, 1)]
+    assert specs[1].cpus == list(range(max(1, cores // 2), 2 * max(1, cores // 2)))
+    assert [spec.cpus for spec in planned(args, machine="x86_64")[1]] == [None, None]
+    assert planned(["--data_path=" + str(tmp_path)], scale="1p", machine="aarch64")[1][0].cpus is None
+    assert {spec.env["OMP_NUM_THREADS"] for spec in specs} == {str(max(1, cores // 2))}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -194,6 +338,7 @@ def test_env_npu_sources_set_env_from_the_install_path(tmp_path):
         "TASK_QUEUE_ENABLE": "1", "PTCOPY_ENABLE": "1", "COMBINED_ENABLE": "1", "HCCL_WHITELIST_DISABLE": "1"}
 
 
+
 # ---------------------------------------------------------------------------------------------------------------
 # Launcher mechanics against a fake main.py
 
@@ -208,10 +353,16 @@ FAKE_MAIN = textwrap.dedent('''
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from training import modelzoo_log as zlog
 
+    behaviour = os.environ.get("FAKE_BEHAVIOUR", "ok")
+    if "--check-only" in sys.argv:
+        if behaviour == "check_fails":
+            print("error: the training set has fewer images than one batch per process (8): lower --batch-size",
+                  file=sys.stderr)
+            sys.exit(2)
+        sys.exit(0)
     rank = int(os.environ.get("RANK", "0"))
     env = {k: os.environ.get(k) for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")}
     print("ARGS " + json.dumps({"argv": sys.argv[1:], "env": env}), flush=True)
-    behaviour = os.environ.get("FAKE_BEHAVIOUR", "ok")
     if "FAKE_PID_FILE" in os.environ:
         with open(os.environ["FAKE_PID_FILE"] + str(rank), "w") as handle:
             handle.write(str(os.getpid()))
@@ -251,7 +402,7 @@ FAKE_DEVICE = textwrap.dedent('''
         return int(COUNT)
     ''')
 
-FAKE_DISTRIBUTED = 'def free_port():\n    return 45678\n'
+FAKE_DISTRIBUTED = 'DEFAULT_PORT = 29688\n\n\ndef free_port():\n    return 45678\n'
 
 
 @pytest.fixture
@@ -261,9 +412,11 @@ def fake_repo(tmp_path):
     shutil.copytree(os.path.join(REPO, "test"), str(root / "test"),
                     ignore=shutil.ignore_patterns("output"))
     os.makedirs(str(root / "tools"))
-    shutil.copy(os.path.join(REPO, "tools", "modelzoo_summary.py"), str(root / "tools"))
+    for name in ("modelzoo_summary.py", "modelzoo_launch.py"):
+        shutil.copy(os.path.join(REPO, "tools", name), str(root / "tools"))
     os.makedirs(str(root / "training"))
-    for name in ("__init__.py", "errors.py", "files.py", "modelzoo_log.py"):
+    for name in ("__init__.py", "errors.py", "files.py", "modelzoo_log.py", "launcher.py", "recipes.py",
+                 "supervisor.py"):
         shutil.copy(os.path.join(REPO, "training", name), str(root / "training"))
     (root / "training" / "device.py").write_text(FAKE_DEVICE)
     (root / "training" / "distributed.py").write_text(FAKE_DISTRIBUTED)
@@ -272,19 +425,12 @@ def fake_repo(tmp_path):
 
 
 def recorded_calls(log_path):
-    import json
     return [json.loads(line[5:]) for line in open(log_path) if line.startswith("ARGS ")]
 
 
-def option(argv, name):
-    """The value main.py's argparse would see for `name` (the last occurrence wins)."""
-    value = None
-    for index, arg in enumerate(argv):
-        if arg == name:
-            value = argv[index + 1]
-        elif arg.startswith(name + "="):
-            value = arg.split("=", 1)[1]
-    return value
+def effective(call):
+    """What the real main.py makes of the recorded command line (recipe defaults, then the explicit flags)."""
+    return vars(options.parse_args(call["argv"]))
 
 
 def test_defaults_are_the_originals_and_precision_maps_to_amp(fake_repo):
@@ -294,15 +440,15 @@ def test_defaults_are_the_originals_and_precision_maps_to_amp(fake_repo):
     assert result.returncode == 0, result.stdout + result.stderr
     rank0, = recorded_calls(os.path.join(out, "0", "train_0.log"))
     rank1, = recorded_calls(os.path.join(out, "1", "train_1.log"))
-    argv = rank0["argv"]
-    expected = {"-a": "shufflenet_v2_x1_0", "--seed": "49", "--eval-freq": "5", "-b": "8192", "--lr": "4",
-                "--epochs": "240", "--warm_up_epochs": "5", "--momentum": "0", "--wd": "1e-4", "--opt-level": "O2",
-                "--loss-scale": "64", "--device": "cpu", "--data": fake_repo, "--local_rank": "0"}
-    assert {name: option(argv, name) for name in expected} == expected
-    assert "--amp" in argv and "--dummy" not in argv
+    args = effective(rank0)
+    expected = {"arch": "shufflenet_v2_x1_0", "seed": 49, "eval_freq": 5, "batch_size": 8192, "lr": 4.0,
+                "epochs": 240, "warm_up_epochs": 5, "momentum": 0.0, "weight_decay": 1e-4, "opt_level": "O2",
+                "loss_scale": "64", "device": "cpu", "data": fake_repo, "local_rank": 0, "amp": True, "dummy": False,
+                "recipe": "modelzoo_full_8p", "output_dir": os.path.join(out, "0")}
+    assert {name: args[name] for name in expected} == expected
     assert rank0["env"] == {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1",
                             "MASTER_PORT": "45678"}
-    assert rank1["env"]["RANK"] == "1" and option(rank1["argv"], "--local_rank") == "1"
+    assert rank1["env"]["RANK"] == "1" and effective(rank1)["local_rank"] == 1
     values = modelzoo_summary.read_summary(
         os.path.join(out, "0", "Shufflenetv2_ID0099_for_PyTorch_bs8192_2p_acc.log"))
     assert values["ActualFPS"] == "200.000" and values["TrainAccuracy"] == "12.500"
@@ -316,21 +462,22 @@ def test_paper_recipe_fp32_passthrough_and_master_port(fake_repo):
                                          "--checkpoint-freq=10", "--eval-freq=1"],
                     repo=fake_repo, env={"MASTER_PORT": "31313"})
     assert result.returncode == 0, result.stdout + result.stderr
-    argv, = [call["argv"] for call in recorded_calls(os.path.join(out, "0", "train_0.log"))]
-    expected = {"-b": "1024", "--lr": "0.5", "--momentum": "0.9", "--wd": "4e-5", "--warm_up_epochs": "0",
-                "--lr-schedule": "linear", "--norm-weight-decay": "0", "--bias-weight-decay": "0",
-                "--label-smoothing": "0.1", "--color-jitter": "0.4", "--bn-recalibrate": "1251",
-                "--epochs": "3", "--checkpoint-freq": "10", "--eval-freq": "1", "--gpu": "0"}
-    assert {name: option(argv, name) for name in expected} == expected
-    assert "--amp" not in argv and "--local_rank" not in argv
+    call, = recorded_calls(os.path.join(out, "0", "train_0.log"))
+    args = effective(call)
+    expected = {"batch_size": 1024, "lr": 0.5, "momentum": 0.9, "weight_decay": 4e-5, "warm_up_epochs": 0,
+                "lr_schedule": "linear", "norm_weight_decay": 0.0, "bias_weight_decay": 0.0,
+                "label_smoothing": 0.1, "color_jitter": 0.4, "bn_recalibrate": 1251, "epochs": 3,
+                "checkpoint_freq": 10, "eval_freq": 1, "gpu": 0, "recipe": "paper", "amp": False, "local_rank": -1}
+    assert {name: args[name] for name in expected} == expected
+    assert "--local_rank" not in call["argv"]
     # 8p: MASTER_PORT from the environment reaches every rank
     result = launch("train_performance_8p.sh", ["--output_root=" + out], repo=fake_repo,
                     env={"MASTER_PORT": "31313"})
     assert result.returncode == 0, result.stdout + result.stderr
     call, = recorded_calls(os.path.join(out, "1", "train_1.log"))
     assert call["env"]["MASTER_PORT"] == "31313"
-    assert option(call["argv"], "-b") == "16" and option(call["argv"], "--steps-per-epoch") == "15"
-    assert "--dummy" in call["argv"]
+    args = effective(call)
+    assert (args["batch_size"], args["steps_per_epoch"], args["dummy"]) == (16, 15, True)
 
 
 def test_cpu_performance_run_scales_the_learning_rate_with_the_shrunk_batch(fake_repo):
@@ -340,17 +487,18 @@ def test_cpu_performance_run_scales_the_learning_rate_with_the_shrunk_batch(fake
         result = launch(script, ["--output_root=" + out] + list(args), repo=fake_repo)
         assert result.returncode == 0, result.stdout + result.stderr
         call, = recorded_calls(os.path.join(out, "0", "train_0.log"))
-        return option(call["argv"], "-b"), option(call["argv"], "--lr"), result.stdout
+        values = effective(call)
+        return values["batch_size"], values["lr"], result.stdout
 
     batch, lr, stdout = run("train_performance_1p.sh")  # 1536 at lr 0.75 shrunk to 8
-    assert (batch, float(lr)) == ("8", pytest.approx(0.75 * 8 / 1536))
+    assert (batch, lr) == (8, pytest.approx(0.75 * 8 / 1536))
     assert "learning rate scaled with the batch: 0.75 * 8 / 1536 = 0.00390625" in stdout
     batch, lr, _ = run("train_performance_8p.sh")  # 8192 at lr 4 shrunk to 8 per process, 2 CPU processes
-    assert (batch, float(lr)) == ("16", pytest.approx(4 * 16 / 8192))
+    assert (batch, lr) == (16, pytest.approx(4 * 16 / 8192))
     batch, lr, stdout = run("train_performance_1p.sh", "--learning_rate=0.1")  # the user's lr is kept
-    assert (batch, lr) == ("8", "0.1") and "learning rate scaled" not in stdout
+    assert (batch, lr) == (8, 0.1) and "learning rate scaled" not in stdout
     batch, lr, stdout = run("train_performance_1p.sh", "--batch_size=16")  # no shrinking, no scaling
-    assert (batch, lr) == ("16", "0.75") and "learning rate scaled" not in stdout
+    assert (batch, lr) == (16, 0.75) and "learning rate scaled" not in stdout
 
 
 def test_8p_on_four_gpus_uses_four_processes_and_keeps_the_per_device_batch(fake_repo):
@@ -361,13 +509,14 @@ def test_8p_on_four_gpus_uses_four_processes_and_keeps_the_per_device_batch(fake
     assert "device cuda: 4 process(es), global batch 4096" in result.stdout
     calls = [recorded_calls(os.path.join(out, str(i), "train_{}.log".format(i)))[0] for i in range(4)]
     assert [call["env"]["RANK"] for call in calls] == ["0", "1", "2", "3"]
-    assert {option(call["argv"], "-b") for call in calls} == {"4096"}
-    assert {option(call["argv"], "--steps-per-epoch") for call in calls} == {"200"}
+    assert {effective(call)["batch_size"] for call in calls} == {4096}
+    assert {effective(call)["steps_per_epoch"] for call in calls} == {200}
     assert os.path.isfile(os.path.join(out, "0", "Shufflenetv2_ID0099_for_PyTorch_bs4096_4p_perf.log"))
     # full runs keep the recipe's global batch; asking for more processes than GPUs is an error
     result = launch("train_full_8p.sh", ["--data_path=" + fake_repo, "--output_root=" + out, "--nproc=5"],
                     repo=fake_repo, env={"FAKE_DEVICE": "cuda 4"})
-    assert result.returncode != 0 and "--nproc=5 but only 4 cuda device(s) are visible" in result.stderr
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == ["error: --nproc=5 but only 4 cuda device(s) are visible"]
 
 
 def test_second_node_of_a_multi_node_run(fake_repo):
@@ -383,21 +532,7 @@ def test_second_node_of_a_multi_node_run(fake_repo):
     assert {(call["env"]["MASTER_ADDR"], call["env"]["MASTER_PORT"]) for call in calls} == {("192.0.2.7", "29688")}
     assert "figures and the summary are on node 0" in result.stdout
     result = launch("train_full_8p.sh", ["--data_path=" + fake_repo, "--nnodes=2"], repo=fake_repo)
-    assert result.returncode != 0 and "--master_addr=IP" in result.stderr
-
-
-def write_previous_run(folder):
-    """Files as an earlier finished run of main.py leaves them; the launcher must only move them aside."""
-    os.makedirs(folder)
-    for name in ("checkpoint.pth.tar", "model_best.pth.tar", "train_0.log"):
-        with open(os.path.join(folder, name), "w") as handle:
-            handle.write("earlier run: " + name)
-
-
-def assert_previous_run_kept(folder):
-    kept, = [name for name in os.listdir(folder) if name.startswith("previous-")]
-    for name in ("checkpoint.pth.tar", "model_best.pth.tar", "train_0.log"):
-        assert open(os.path.join(folder, kept, name)).read() == "earlier run: " + name
+    assert result.returncode == 2 and "--master_addr=IP" in result.stderr
 
 
 def test_a_failing_rank_stops_the_others_and_fails_the_launch(fake_repo):
@@ -408,8 +543,9 @@ def test_a_failing_rank_stops_the_others_and_fails_the_launch(fake_repo):
                     repo=fake_repo, env={"FAKE_BEHAVIOUR": "fail_rank1"}, timeout=60)
     assert result.returncode == 3
     assert time.time() - start < 30  # rank 0 sleeps 120 s unless the launcher stops it
-    assert "training failed on rank 1 (exit code 3)" in result.stderr
-    assert "error: rank 1 broke" in result.stderr  # the failed rank's log tail is shown
+    # one line naming the rank and that rank's own error line, taken from its own log
+    assert result.stderr.splitlines() == ["error: process 1 of 2 exited with code 3: rank 1 broke"]
+    assert "no summary written" in result.stdout
     assert [name for name in os.listdir(os.path.join(out, "0")) if name.endswith("_acc.log")] == []
     assert_previous_run_kept(os.path.join(out, "0"))
 
@@ -428,18 +564,63 @@ def test_a_rank_deaf_to_sigterm_is_killed_after_the_grace_period(fake_repo, tmp_
         os.kill(int(open(pid_file + "0").read()), 0)
 
 
+def test_ranks_die_when_the_launcher_is_sigkilled(fake_repo, tmp_path):
+    """Issue 10 item 5: kill -9 of the launcher used to leave both ranks training."""
+    out = os.path.join(fake_repo, "out")
+    pid_file = str(tmp_path / "pid")
+    env = dict(os.environ, FAKE_BEHAVIOUR="hang", FAKE_PID_FILE=pid_file)
+    process = subprocess.Popen(["bash", os.path.join(fake_repo, "test", "train_full_8p.sh"),
+                                "--data_path=" + fake_repo, "--output_root=" + out], env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    assert wait_for_files([pid_file + str(rank) for rank in (0, 1)])
+    rank_pids = [int(open(pid_file + str(rank)).read()) for rank in (0, 1)]
+    process.send_signal(signal.SIGKILL)  # the shim exec'd the launcher: this is the launcher's pid
+    process.wait(timeout=30)
+    deadline = time.time() + 20
+    while not all(exited(pid) for pid in rank_pids) and time.time() < deadline:
+        time.sleep(0.1)
+    assert all(exited(pid) for pid in rank_pids), "ranks outlived the launcher"
+
+
+def test_a_failed_check_moves_nothing(fake_repo):
+    out = os.path.join(fake_repo, "out")
+    write_previous_run(os.path.join(out, "0"))
+    result = launch("train_full_1p.sh", ["--data_path=" + fake_repo, "--output_root=" + out], repo=fake_repo,
+                    env={"FAKE_BEHAVIOUR": "check_fails"})
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        "error: the training set has fewer images than one batch per process (8): lower --batch-size"]
+    assert_previous_run_untouched(os.path.join(out, "0"))
+
+
+def wait_for_files(paths, seconds=30):
+    deadline = time.time() + seconds
+    while not all(os.path.exists(path) and open(path).read() for path in paths) and time.time() < deadline:
+        time.sleep(0.1)
+    return all(os.path.exists(path) for path in paths)
+
+
+def exited(pid):
+    """True once `pid` has exited (a zombie not yet reaped by its new parent counts as exited)."""
+    try:
+        with open("/proc/{}/status".format(pid)) as handle:
+            return any(line.startswith("State:") and "Z" in line.split()[1] for line in handle)
+    except OSError:
+        return True
+
+
 def test_an_interpreter_without_the_modules_is_one_line_error(fake_repo):
     with open(os.path.join(fake_repo, "training", "device.py"), "w") as handle:
         handle.write("import torch_that_is_not_installed\n")
     result = launch("train_performance_1p.sh", ["--output_root=" + os.path.join(fake_repo, "out")], repo=fake_repo,
                     env={"PYTHON": sys.executable})
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert result.stderr.splitlines() == ["error: {} cannot load the modules of main.py (No module named "
                                           "'torch_that_is_not_installed'); set PYTHON=an interpreter with PyTorch"
                                           .format(sys.executable)]
     result = launch("train_performance_1p.sh", ["--output_root=" + os.path.join(fake_repo, "out")], repo=fake_repo,
                     env={"PYTHON": "/nonexistent/python3"})
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert result.stderr.splitlines() == ["error: PYTHON=/nonexistent/python3: no such interpreter"]
 
 
@@ -500,6 +681,24 @@ def test_a_new_run_moves_the_previous_runs_files_aside(fake_repo):
     assert "moved to " + os.path.join(folder, second) in result.stdout
     values = modelzoo_summary.read_summary(os.path.join(folder, "Shufflenetv2_ID0099_for_PyTorch_bs8_1p_perf.log"))
     assert values["ActualFPS"] == "200.000"
+    # a run of another case name (batch 16) leaves only its own summary next to its log
+    result = launch("train_performance_1p.sh", ["--output_root=" + out, "--batch_size=16"], repo=fake_repo)
+    assert result.returncode == 0, result.stderr
+    assert sorted(name for name in os.listdir(folder) if not name.startswith("previous-")) == [
+        "Shufflenetv2_ID0099_for_PyTorch_bs16_1p_perf.log", "train_0.log"]
+    third, = [name for name in os.listdir(folder) if name.startswith("previous-") and name not in (first, second)]
+    assert sorted(os.listdir(os.path.join(folder, third))) == ["Shufflenetv2_ID0099_for_PyTorch_bs8_1p_perf.log",
+                                                               "train_0.log"]
+
+
+def test_modelzoo_switches_are_accepted_and_named_as_ignored(fake_repo):
+    out = os.path.join(fake_repo, "out")
+    result = launch("train_performance_1p.sh", ["--output_root=" + out, "--profiling=True", "--over_dump=False"],
+                    repo=fake_repo)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "--profiling: accepted for ModelZoo compatibility, no effect here" in result.stdout
+    call, = recorded_calls(os.path.join(out, "0", "train_0.log"))
+    assert not any("dump" in arg or "profiling" in arg for arg in call["argv"])
 
 
 # ---------------------------------------------------------------------------------------------------------------

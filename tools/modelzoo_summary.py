@@ -1,6 +1,6 @@
 """Turn a rank-0 training log into the ModelZoo summary file the launchers leave behind.
 
-The four test/*.sh launchers call this one module instead of each carrying its own grep/awk pipeline. It reads the
+The launcher (training/launcher.py) calls this one module instead of a grep/awk pipeline per script. It reads the
 log with training.modelzoo_log.parse_log, writes `<output>/<CaseName>.log` (`key = value` lines, written to a temp
 file and renamed so a crash never leaves half a summary) and prints the `Final ...` lines. A log without the figures
 a finished run prints is an error (non-zero exit), never a summary with empty values.
@@ -15,13 +15,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from training.errors import UserError, run_cli  # noqa: E402
 from training.files import atomic_write  # noqa: E402
 from training.modelzoo_log import parse_log  # noqa: E402
+from training.recipes import NETWORK, case_name  # noqa: E402
 
 MODES = ("perf", "acc")
-
-
-def case_name(network, batch_size, rank_size, mode):
-    """`Shufflenetv2_ID0099_for_PyTorch_bs8192_8p_acc`, the original's naming."""
-    return "{}_bs{}_{}p_{}".format(network, batch_size, rank_size, mode)
 
 
 def summarize(lines, network, rank_size, batch_size, mode, e2e_seconds, device_type=None):
@@ -47,7 +43,7 @@ def summarize(lines, network, rank_size, batch_size, mode, e2e_seconds, device_t
     fps = fps_records[-1]["fps"]
     if not fps > 0:
         raise UserError("the last FPS@all in the log is {}, not a positive number".format(fps))
-    name = case_name(network, batch_size, rank_size, mode)
+    name = case_name(batch_size, rank_size, mode, network=network)
     summary = [
         ("Network", network),
         ("RankSize", rank_size),
@@ -97,7 +93,7 @@ def final_lines(summary):
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("log", help="rank-0 training log (test/output/<device_id>/train_<device_id>.log)")
-    parser.add_argument("--network", default="Shufflenetv2_ID0099_for_PyTorch", help="Network key")
+    parser.add_argument("--network", default=NETWORK, help="Network key")
     parser.add_argument("--rank-size", type=int, required=True, help="number of training processes")
     parser.add_argument("--batch-size", type=int, required=True, help="global batch size")
     parser.add_argument("--mode", choices=MODES, required=True, help="perf: performance run; acc: accuracy run")

@@ -29,6 +29,8 @@ def build_parser():
         formatter_class=HelpFormatter)
     p.add_argument("--recipe", choices=recipes.NAMES, default=None,
                    help="start from a named set of defaults (training/recipes.py); flags given here still win")
+    p.add_argument("--check-only", action="store_true",
+                   help="check flags, devices, data and --resume, then exit 0 without training (the launchers use it)")
     g = p.add_argument_group("data and model")
     g.add_argument("--data", metavar="DIR", default=None,
                    help="data set folder with train/ and val/ ImageFolders (not needed with --dummy)")

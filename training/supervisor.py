@@ -1,12 +1,24 @@
-"""Runs a set of processes as one job (STUB with the agreed API; the launcher branch owns the real module).
+"""Run a group of processes as one job: one fails, all stop; the supervisor dies, they die.
 
-`supervise(specs)` starts every ProcessSpec, waits, and when one exits non-zero stops the others (SIGTERM, SIGKILL
-after `grace_seconds`) and prints one line `error: process R of W exited with code C: <its last error line>`.
-Ctrl-C / SIGTERM of the supervisor are passed on to the processes. Children die with the supervisor on Linux
-(PR_SET_PDEATHSIG).
+Used by the ModelZoo launcher (training/launcher.py, one main.py per rank) and by main.py's spawn path.
+
+- `supervise(specs, grace_seconds=20.0)` starts one process per `ProcessSpec`, each in its own process group (so
+  the final SIGKILL reaches its data loader workers too), with its output in `log_path` (or on this process's
+  stdout/stderr), its CPU affinity set to `cpus`. When one exits non-zero, the others get SIGTERM and,
+  `grace_seconds` later, SIGKILL; one line `error: process R of W exited with code C: <R's own last error line>`
+  goes to stderr. Ctrl-C / SIGTERM of the supervisor are forwarded the same way and give exit code 130.
+- Children die with the supervisor even when it is SIGKILLed: on Linux through PR_SET_PDEATHSIG (set in the child
+  before exec), elsewhere through a small watchdog process that kills them once the supervisor is gone.
+
+torch's own machinery (torch.distributed.elastic.multiprocessing.start_processes, behind torchrun) is not used:
+its signature changed across torch 1.9 .. 2.x (log_dir/redirects, then LogsSpecs), it writes logs to its own
+`<log_dir>/attempt_N/<rank>/` layout instead of the ModelZoo paths, starts children in new sessions without a
+parent-death signal (they outlive a SIGKILLed torchrun), binds no CPUs per rank, and torch 1.8 lacks it entirely.
 """
 import collections
 import ctypes
+import os
+import re
 import signal
 import subprocess
 import sys
@@ -15,74 +27,218 @@ import time
 
 from training.errors import EXIT_INTERRUPTED
 
-ProcessSpec = collections.namedtuple("ProcessSpec", "argv env log_path cpus")
-ProcessSpec.__new__.__defaults__ = (None, None)
+ProcessSpec = collections.namedtuple("ProcessSpec", "argv env log_path cpus", defaults=(None, None))
+ProcessSpec.__doc__ = """One process: `argv` (list), `env` (full environment dict, None: inherit), `log_path` (file that
+receives stdout and stderr; None: this process's stdout/stderr), `cpus` (CPU ids to bind it to; None: no binding)."""
+
+POLL_SECONDS = 0.1
+PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+# Last-line candidates, best first: our own `error: ...` lines, then a traceback's closing `SomeError: ...` line.
+_ERROR_LINE = re.compile(r"^error: ")
+_EXCEPTION_LINE = re.compile(r"^[\w.]*(Error|Exception|Interrupt)\b.*")
+_WATCHDOG = """import os, signal, sys, time
+parent, groups = int(sys.argv[1]), [int(pid) for pid in sys.argv[2:]]
+while os.getppid() == parent:
+    time.sleep(0.5)
+for sig in (signal.SIGTERM, signal.SIGKILL):
+    for group in groups:
+        try:
+            os.killpg(group, sig)
+        except OSError:
+            pass
+    time.sleep(5)
+"""
 
 
-def _die_with_parent():
+def threads_per_process(processes, cores=None):
+    """Compute threads for each of `processes` processes sharing this node's cores (at least 1)."""
+    cores = cores or os.cpu_count() or 1
+    return max(1, cores // max(1, processes))
+
+
+def cpu_share(index, processes, cores=None):
+    """The CPU ids of process `index` of `processes` when the node's cores are split evenly (nproc/N each)."""
+    count = threads_per_process(processes, cores)
+    return list(range(index * count, index * count + count))
+
+
+def parent_death_signal_available():
+    return sys.platform.startswith("linux") and _libc() is not None
+
+
+def _libc():
     try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
+        return ctypes.CDLL(None, use_errno=True)
+    except OSError:
+        return None
+
+
+class _ChildSetup:
+    """Runs in the child between fork and exec: own process group, die with the parent, CPU binding."""
+
+    def __init__(self, parent_pid, cpus, parent_death_signal):
+        self.parent_pid = parent_pid
+        self.cpus = cpus
+        self.parent_death_signal = parent_death_signal
+
+    def __call__(self):
+        os.setpgid(0, 0)
+        if self.parent_death_signal:
+            _libc().prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+            if os.getppid() != self.parent_pid:  # the parent died before prctl took effect
+                os._exit(1)
+        if self.cpus and hasattr(os, "sched_setaffinity"):
+            usable = os.sched_getaffinity(0)
+            chosen = [cpu for cpu in self.cpus if cpu in usable]
+            if chosen:
+                os.sched_setaffinity(0, chosen)
 
 
 class _Child:
-    def __init__(self, spec):
+    """A started process and what it last said that looks like an error."""
+
+    def __init__(self, spec, parent_death_signal):
+        self.spec = spec
         self.last_error = ""
-        self.log = open(spec.log_path, "a") if spec.log_path else None
-        preexec = _die_with_parent if sys.platform.startswith("linux") else None
-        self.process = subprocess.Popen(spec.argv, env=spec.env, stdout=self.log, stderr=subprocess.PIPE,
-                                        universal_newlines=True, preexec_fn=preexec)
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
+        self._reader = None
+        setup = _ChildSetup(os.getpid(), spec.cpus, parent_death_signal)
+        if spec.log_path is not None:
+            with open(spec.log_path, "ab") as log:
+                self.popen = subprocess.Popen(spec.argv, env=spec.env, stdout=log, stderr=subprocess.STDOUT,
+                                              preexec_fn=setup)
+        else:
+            self.popen = subprocess.Popen(spec.argv, env=spec.env, stderr=subprocess.PIPE, preexec_fn=setup)
+            self._reader = threading.Thread(target=self._tee_stderr, daemon=True)
+            self._reader.start()
 
-    def _read(self):
-        for line in self.process.stderr:
-            if line.startswith("error: "):
-                self.last_error = line.strip()[len("error: "):]
-            else:
-                (self.log or sys.stderr).write(line)
-                (self.log or sys.stderr).flush()
+    def _tee_stderr(self):
+        """Pass the child's stderr on, except its `error:` lines: the supervisor reports the failing one once."""
+        for raw in iter(self.popen.stderr.readline, b""):
+            line = raw.decode("utf-8", "replace")
+            self._remember(line)
+            if not _ERROR_LINE.match(line.strip()):
+                sys.stderr.write(line)
+                sys.stderr.flush()
 
+    def _remember(self, line):
+        line = line.strip()
+        if _ERROR_LINE.match(line) or (_EXCEPTION_LINE.match(line) and not _ERROR_LINE.match(self.last_error)):
+            self.last_error = line
 
-def _stop(children, grace_seconds):
-    for child in children:
-        if child.process.poll() is None:
-            child.process.terminate()
-    deadline = time.time() + grace_seconds
-    for child in children:
+    def error_line(self):
+        """The last `error: ...` line of this process (else the last exception line, else its last line)."""
+        if self._reader is not None:
+            self._reader.join(5)
+        elif self.spec.log_path is not None and os.path.isfile(self.spec.log_path):
+            with open(self.spec.log_path, "rb") as log:
+                lines = log.read().decode("utf-8", "replace").splitlines()
+            for line in lines:
+                self._remember(line)
+            if not self.last_error:
+                self.last_error = next((line.strip() for line in reversed(lines) if line.strip()), "")
+        return _ERROR_LINE.sub("", self.last_error)
+
+    def signal_group(self, sig):
+        """`sig` to the process and its own children (data loader workers); False when nothing was there."""
         try:
-            child.process.wait(max(0.0, deadline - time.time()))
-        except subprocess.TimeoutExpired:
-            child.process.kill()
-            child.process.wait()
+            os.killpg(self.popen.pid, sig)
+            return True
+        except OSError:
+            return False
+
+
+class _Signals:
+    """Turns SIGINT / SIGTERM into a flag the supervision loop checks (main thread only)."""
+
+    def __init__(self):
+        self.received = None
+        self._previous = {}
+
+    def install(self):
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._previous[sig] = signal.signal(sig, self._handle)
+
+    def restore(self):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum, frame):
+        self.received = signum
+
+
+def _start_watchdog(children):
+    argv = [sys.executable, "-c", _WATCHDOG, str(os.getpid())] + [str(child.popen.pid) for child in children]
+    return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+
+
+def stop(children, grace_seconds, first_signal=signal.SIGTERM):
+    """`first_signal` to every child still running, SIGKILL to those alive after `grace_seconds` (and to whatever is
+    left in their process groups), then reap all."""
+    for child in children:
+        if child.popen.poll() is None:
+            child.popen.send_signal(first_signal)  # the process stops its own workers: no noise from them
+    deadline = time.monotonic() + grace_seconds
+    while any(child.popen.poll() is None for child in children) and time.monotonic() < deadline:
+        time.sleep(POLL_SECONDS)
+    alive = [child for child in children if child.popen.poll() is None]
+    if alive:
+        print("{} training process(es) still running {:g} s after SIGTERM: killed".format(len(alive), grace_seconds),
+              flush=True)
+    for child in children:
+        child.signal_group(signal.SIGKILL)  # also data loader workers left behind by a rank that exited
+        child.popen.wait()
+
+
+def _wait_for_first_failure(children, signals):
+    """None when every child exited 0, the failed child, or 'interrupted'."""
+    while True:
+        if signals.received is not None:
+            return "interrupted"
+        codes = [child.popen.poll() for child in children]
+        failed = [child for child, code in zip(children, codes) if code not in (None, 0)]
+        if failed:
+            return failed[0]
+        if all(code == 0 for code in codes):
+            return None
+        time.sleep(POLL_SECONDS)
 
 
 def supervise(specs, grace_seconds=20.0):
-    """Run `specs` to the end; returns the exit code to use (0, the failed process's code, or 130 on Ctrl-C)."""
-    children = [_Child(spec) for spec in specs]
+    """Run `specs` (ProcessSpec) to the end; returns the exit code to use: 0, the failed process's code, or 130."""
+    signals = _Signals()
+    signals.install()
+    children, watchdog = [], None
+    use_prctl = parent_death_signal_available()
     try:
-        while True:
-            codes = [child.process.poll() for child in children]
-            failed = [i for i, code in enumerate(codes) if code not in (None, 0)]
-            if failed:
-                child = children[failed[0]]
-                _stop(children, grace_seconds)
-                child.reader.join(5)
-                if codes[failed[0]] in (EXIT_INTERRUPTED, -signal.SIGINT, -signal.SIGTERM):
-                    return EXIT_INTERRUPTED
-                print("error: process {} of {} exited with code {}: {}".format(
-                    failed[0], len(children), codes[failed[0]], child.last_error or "(no error line)"),
-                    file=sys.stderr, flush=True)
-                return codes[failed[0]] if codes[failed[0]] > 0 else 1
-            if all(code == 0 for code in codes):
-                return 0
-            time.sleep(0.1)
-    except KeyboardInterrupt:
-        _stop(children, grace_seconds)
-        return EXIT_INTERRUPTED
+        for spec in specs:
+            children.append(_Child(spec, use_prctl))
+        if not use_prctl:
+            watchdog = _start_watchdog(children)
+        outcome = _wait_for_first_failure(children, signals)
+    except BaseException:
+        stop(children, grace_seconds)
+        raise
     finally:
-        for child in children:
-            child.reader.join(5)
-            if child.log:
-                child.log.close()
+        signals.restore()
+    if outcome == "interrupted":
+        print("interrupted: stopping {} training process(es); checkpoints already written stay intact".format(
+            sum(child.popen.poll() is None for child in children)), flush=True)
+        stop(children, grace_seconds, first_signal=signals.received)
+        code = EXIT_INTERRUPTED
+    elif outcome is not None:
+        stop(children, grace_seconds)
+        code = outcome.popen.returncode
+        print("error: process {} of {} exited with code {}: {}".format(
+            children.index(outcome), len(children), code, outcome.error_line() or "no error line in its output"),
+            file=sys.stderr, flush=True)
+        code = code if code > 0 else 1
+    else:
+        stop(children, grace_seconds)  # reaps nothing new; kills workers a finished rank left behind
+        code = 0
+    if watchdog is not None:
+        watchdog.kill()
+        watchdog.wait()
+    return code
