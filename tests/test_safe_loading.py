@@ -219,3 +219,17 @@ def test_main_names_a_malformed_field_a_missing_state_dict_and_a_folder(tmp_path
 def test_malformed_rng_state_is_a_user_error():
     with pytest.raises(UserError, match=r"^the checkpoint's field 'rng' cannot be restored \(ValueError"):
         ckpt.set_rng_state({"python": [3, [1, 2]]})
+
+
+def test_pretrained_weights_file_runs_nothing(tmp_path, loader):
+    """models.build_model(pretrained=FILE) (main.py --pretrained reads the torch hub cache file this way)."""
+    import models
+
+    marker = str(tmp_path / "marker")
+    path = str(tmp_path / "weights.pth")
+    save({"fc.weight": Payload(os.system, ("touch " + marker,))}, path, "zipfile")
+    with pytest.raises(ValueError, match="cannot read weights file {}".format(path)) as info:
+        models.build_model("shufflenet_v2_x0_5", num_classes=2, pretrained=path)
+    assert not os.path.exists(marker) and "\n" not in str(info.value)
+    if loader == "restricted unpickler":
+        assert "refused to import {}.system".format(os.system.__module__) in str(info.value)
