@@ -11,6 +11,7 @@ import os
 import pickle
 import random
 import re
+import reprlib
 
 import numpy as np
 import torch
@@ -107,8 +108,18 @@ def _refused_global(exc):
     """The dotted global a weights-only load refused (ours or torch's message), None for any other failure."""
     if isinstance(exc, safe_unpickle.ForbiddenGlobal):
         return exc.global_name
-    found = re.search(r"GLOBAL ([\w.]+)", str(exc)) if isinstance(exc, pickle.UnpicklingError) else None
+    # torch 2.x: "Unsupported global: GLOBAL posix.system ...", torch 1.13-2.0: "Unsupported class posix.system"
+    found = re.search(r"(?:GLOBAL|Unsupported class) ([\w.]+)", str(exc)) if isinstance(
+        exc, pickle.UnpicklingError) else None
     return found.group(1) if found else None
+
+
+def _first_line(exc):
+    """The line of an exception message that says what went wrong (torch's weights-only failures open with advice
+    and put the reason on a `WeightsUnpickler error:` line)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    reasons = [line for line in lines if line.startswith("WeightsUnpickler error:")]
+    return (reasons or lines or [type(exc).__name__])[0]
 
 
 def _read(path, what):
@@ -124,9 +135,8 @@ def _read(path, what):
         if refused:
             raise UserError("{} is not a safe checkpoint: it names {}, which a checkpoint never holds (only tensors, "
                             "numbers, strings, lists and dicts); nothing in it was run".format(path, refused)) from None
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError("{} is not a readable checkpoint (truncated or not saved by torch.save?): {}".format(
-            path, reason[:200])) from None
+            path, _first_line(exc)[:200])) from None
 
 
 def _is_number(value):
@@ -154,7 +164,7 @@ def check_fields(obj, path):
     for field, is_valid, expected in _FIELD_CHECKS:
         if field in obj and not is_valid(obj[field]):
             raise UserError("{}: field '{}' should be {}, found {} {}".format(
-                path, field, expected, type(obj[field]).__name__, repr(obj[field])[:60]))
+                path, field, expected, type(obj[field]).__name__, reprlib.repr(obj[field])))
 
 
 def load_checkpoint(path, what=None):
@@ -172,7 +182,7 @@ def load_checkpoint(path, what=None):
             path, ", ".join(sorted(str(k) for k in obj)[:6]) or "no fields"))
     if not _is_state_dict(obj["state_dict"]):
         raise UserError("{}: field 'state_dict' should map parameter names to tensors, found {} {}".format(
-            path, type(obj["state_dict"]).__name__, repr(obj["state_dict"])[:60]))
+            path, type(obj["state_dict"]).__name__, reprlib.repr(obj["state_dict"])))
     check_fields(obj, path)
     return obj
 
