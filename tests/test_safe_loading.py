@@ -108,8 +108,7 @@ def test_code_in_a_checkpoint_is_never_run(tmp_path, loader, fmt):
 
 
 def run(argv):
-    return subprocess.run([sys.executable] + argv, cwd=REPO_ROOT, stdout=subprocess.PIPE,  # noqa: UP022 (3.7)
-                          stderr=subprocess.PIPE, universal_newlines=True, timeout=600)  # noqa: UP021
+    return subprocess.run([sys.executable] + argv, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
 
 
 def assert_one_error_line(result, *fragments):

@@ -1,9 +1,11 @@
 """Atomic file writes: the one way main.py and the tools replace a file.
 
-The new content goes to a temporary file in the same folder, is fsynced and renamed over `path`, so a crash,
-Ctrl-C or SIGKILL at any moment leaves either the old file or the new one, never half a file.
+The new content is produced in memory, written to a temporary file in the same folder, fsynced and renamed over
+`path`, so a crash, Ctrl-C, SIGKILL or full disk at any moment leaves either the old file or the new one, never half
+a file; a killed write can leave only a temp file, which remove_stale_temps removes.
 """
 import errno
+import io
 import os
 import re
 import stat
@@ -32,7 +34,8 @@ _WRITE_HINTS = {
 
 
 def atomic_write(path, write_fn):
-    """Call `write_fn(stream)` on a binary temp file beside `path`, then rename it to `path`.
+    """Call `write_fn(stream)` on an in-memory binary stream, write that to a temp file beside `path`, fsync it and
+    rename it to `path` (memory: one copy of the content, a few dozen MB for a ShuffleNetV2 checkpoint).
 
     The file gets the permissions of a normal new file (0o666 minus the umask; mkstemp alone gives 0600). On any
     exception, KeyboardInterrupt included, the temp file is removed and an existing `path` is left as it was. An
@@ -40,11 +43,15 @@ def atomic_write(path, write_fn):
     naming `path`, the reason and whether an earlier version of it is intact.
     """
     folder = os.path.dirname(os.path.abspath(path))
+    # write_fn writes to memory first: a failing disk write then fails here, in Python, never inside write_fn
+    # (torch 1.8's zip writer aborts the whole process from a C++ destructor after a failed write to its stream).
+    content = io.BytesIO()
     temp = None
     try:
+        write_fn(content)
         handle, temp = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=TEMP_SUFFIX, dir=folder)
         with os.fdopen(handle, "wb") as stream:
-            write_fn(stream)
+            stream.write(content.getbuffer())
             stream.flush()
             os.fsync(stream.fileno())
         os.chmod(temp, 0o666 & ~_umask())
