@@ -214,3 +214,18 @@ def test_full_disk_during_torch_save_is_one_line_on_every_torch(tmp_path):
     assert os.listdir(str(tmp_path)) == ["checkpoint.pth.tar"]
     from training.checkpoint import load_checkpoint
     assert load_checkpoint(path)["state_dict"]["w"].tolist() == [1.0] * 4
+
+
+def test_checkpoint_folder_that_is_a_file(tmp_path):
+    """main.py --output-dir FILE: atomic_save cannot create the folder and says why in one line."""
+    from training.checkpoint import atomic_save
+
+    blocker = tmp_path / "out"
+    blocker.write_bytes(b"notes")
+    for path in [blocker / "checkpoint.pth.tar", blocker / "deeper" / "checkpoint.pth.tar"]:
+        with pytest.raises(UserError) as info:
+            atomic_save({"w": 1}, str(path))
+        assert str(info.value) in [
+            "could not create folder {}: a part of the folder path is a file, not a folder ({})".format(
+                os.path.dirname(str(path)), code) for code in ("EEXIST", "ENOTDIR")]
+    assert blocker.read_bytes() == b"notes" and os.listdir(str(tmp_path)) == ["out"]

@@ -18,7 +18,7 @@ import torch
 
 from training import safe_unpickle
 from training.errors import UserError
-from training.files import atomic_write
+from training.files import atomic_write, make_folder
 
 # Keys of a main.py checkpoint that hold large tensors (left out of `meta`).
 _BIG_KEYS = ("state_dict", "optimizer", "model_ema", "amp", "rng")
@@ -29,7 +29,7 @@ _HAS_WEIGHTS_ONLY = "weights_only" in inspect.signature(torch.load).parameters
 
 def atomic_save(obj, path):
     """torch.save `obj` to `path` atomically (training/files.py), creating the folder if needed."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    make_folder(os.path.dirname(os.path.abspath(path)))
     atomic_write(path, lambda stream: torch.save(obj, stream))
 
 

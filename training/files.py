@@ -65,11 +65,24 @@ def atomic_write(path, write_fn):
     _fsync_folder(folder)
 
 
+def make_folder(folder):
+    """os.makedirs(folder, exist_ok=True), with a one-line UserError when the folder cannot be made (a file in the
+    way, read-only file system, no permission)."""
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as exc:
+        raise UserError("could not create folder {}: {}".format(folder, _reason(exc))) from None
+
+
+def _reason(exc):
+    """`what it means (ERRNO)` for an OSError."""
+    meaning = _WRITE_HINTS.get(exc.errno) or exc.strerror or type(exc).__name__
+    return "{} ({})".format(meaning, errno.errorcode.get(exc.errno, exc.errno))
+
+
 def _write_failure(path, exc):
-    reason = _WRITE_HINTS.get(exc.errno) or exc.strerror or type(exc).__name__
-    code = errno.errorcode.get(exc.errno, str(exc.errno))
     previous = "its previous version is intact" if os.path.isfile(path) else "there was no earlier version of it"
-    return "could not write {}: {} ({}); {}".format(path, reason, code, previous)
+    return "could not write {}: {}; {}".format(path, _reason(exc), previous)
 
 
 def _remove_quietly(path):
