@@ -232,3 +232,19 @@ def test_pretrained_weights_file_runs_nothing(tmp_path, loader):
     assert not os.path.exists(marker) and "\n" not in str(info.value)
     if loader == "restricted unpickler":
         assert "refused to import {}.system".format(os.system.__module__) in str(info.value)
+
+
+@pytest.mark.parametrize("fmt", ["zipfile", "legacy"])
+def test_every_plain_value_round_trips(tmp_path, loader, fmt):
+    """Values protocol 2 stores through globals (sets, bytes, complex under Python 2 names) and torch's own values
+    load unchanged through both loaders."""
+    values = {"set": {1, 2}, "complex": 1 + 2j, "bytes": b"\x00\xff", "tuple": (1, "a"),
+              "none": None, "bool": True, "float": 1.5, "int": 2 ** 40, "dtype": torch.float16,
+              "size": torch.Size([2, 3]), "tensors": [torch.arange(3), torch.ones(2, dtype=torch.bool),
+                                                      torch.zeros(2, dtype=torch.float16), torch.ones(2, 2)[:, 0]]}
+    path = str(tmp_path / "plain.pth.tar")
+    save({"state_dict": {"w": torch.ones(1)}, "args": values}, path, fmt)
+    loaded = ckpt.load_checkpoint(path)["args"]
+    assert set(loaded) == set(values)
+    for key in values:
+        assert same(loaded[key], values[key]) if key != "size" else loaded[key] == values[key], key

@@ -8,6 +8,7 @@ state_dict is made of: tensors, storages and torch's own tensor-rebuilding helpe
 OrderedDict, plain containers, numbers and strings. Anything else raises ForbiddenGlobal before it is imported, so
 nothing named in the file is ever run.
 """
+import _compat_pickle
 import importlib
 import pickle
 
@@ -18,7 +19,6 @@ import torch
 _ALLOWED = {
     ("collections", "OrderedDict"),
     ("builtins", "set"),
-    ("builtins", "frozenset"),
     ("builtins", "complex"),
     ("_codecs", "encode"),  # how protocol 2 stores a bytes object
     ("torch", "Size"),
@@ -64,7 +64,15 @@ class Unpickler(pickle.Unpickler):
     """pickle.Unpickler that resolves globals through allowed_global (torch sets `persistent_load` on it)."""
 
     def find_class(self, module, name):
-        return allowed_global(module, name)
+        return allowed_global(*python3_name(module, name))
+
+
+def python3_name(module, name):
+    """Pickle protocol 2 (torch.save's) stores builtins under their Python 2 names (`__builtin__.set`); map them
+    back as pickle's own find_class does."""
+    if (module, name) in _compat_pickle.NAME_MAPPING:
+        return _compat_pickle.NAME_MAPPING[(module, name)]
+    return _compat_pickle.IMPORT_MAPPING.get(module, module), name
 
 
 def load(file, **kwargs):
