@@ -124,11 +124,11 @@ def hub_weights_path(arch):
 
 
 def _torch_load(path):
-    """torch.load on CPU; tensors only where this torch supports weights_only (>= 1.13)."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except TypeError:  # older torch: no weights_only argument
-        return torch.load(path, map_location="cpu")
+    """torch.load on CPU that runs nothing from the file: weights_only on torch >= 1.13, the restricted unpickler
+    on older torch (training/checkpoint.py torch_load; imported here so that `models` alone imports no engine)."""
+    from training.checkpoint import torch_load
+
+    return torch_load(path)
 
 
 def load_pretrained(model, arch, pretrained):

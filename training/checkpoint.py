@@ -5,22 +5,31 @@ Ctrl-C or SIGKILL at any moment leaves either the previous or the new checkpoint
 it is a tensor, number, string, list or dict, so `torch.load(path, weights_only=True)` accepts it, and
 `state_dict` has no `module.` prefix, so torchvision's ShuffleNetV2 loads it directly.
 """
+import inspect
+import math
 import os
+import pickle
 import random
+import re
+import reprlib
 
 import numpy as np
 import torch
 
+from training import safe_unpickle
 from training.errors import UserError
-from training.files import atomic_write
+from training.files import atomic_write, make_folder
 
 # Keys of a main.py checkpoint that hold large tensors (left out of `meta`).
 _BIG_KEYS = ("state_dict", "optimizer", "model_ema", "amp", "rng")
 
+# torch.load(weights_only=) exists from torch 1.13 on.
+_HAS_WEIGHTS_ONLY = "weights_only" in inspect.signature(torch.load).parameters
+
 
 def atomic_save(obj, path):
     """torch.save `obj` to `path` atomically (training/files.py), creating the folder if needed."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    make_folder(os.path.dirname(os.path.abspath(path)))
     atomic_write(path, lambda stream: torch.save(obj, stream))
 
 
@@ -57,9 +66,17 @@ def rng_state():
 
 
 def set_rng_state(state):
-    """Inverse of rng_state(); missing parts are left alone."""
+    """Inverse of rng_state(); missing parts are left alone. UserError for a state of the wrong shape."""
     if not state:
         return
+    try:
+        _apply_rng_state(state)
+    except (TypeError, ValueError, RuntimeError, AttributeError) as exc:
+        raise UserError("the checkpoint's field 'rng' cannot be restored ({}: {}); add --pretrained to load only "
+                        "its weights".format(type(exc).__name__, str(exc).strip().split("\n")[0][:120])) from None
+
+
+def _apply_rng_state(state):
     if "python" in state:
         version, internal, gauss = state["python"]
         random.setstate((version, tuple(internal), gauss))
@@ -73,13 +90,13 @@ def set_rng_state(state):
 
 
 def torch_load(path, weights_only=True):
-    """torch.load on the CPU; weights_only where this torch supports it (1.13+)."""
-    try:
+    """torch.load on the CPU. weights_only=True: torch's own weights_only loader on torch 1.13+, the restricted
+    unpickler of training/safe_unpickle.py on older torch, so no file can run code when it is loaded."""
+    if _HAS_WEIGHTS_ONLY:
         return torch.load(path, map_location="cpu", weights_only=weights_only)
-    except TypeError as exc:
-        if "weights_only" not in str(exc):
-            raise
-        return torch.load(path, map_location="cpu")
+    if weights_only:
+        return torch.load(path, map_location="cpu", pickle_module=safe_unpickle)
+    return torch.load(path, map_location="cpu")
 
 
 def _is_state_dict(obj):
@@ -87,22 +104,87 @@ def _is_state_dict(obj):
         isinstance(k, str) and torch.is_tensor(v) for k, v in obj.items())
 
 
-def load_checkpoint(path, what=None):
-    """The dict stored at `path` (a main.py checkpoint or a bare state_dict); UserError for a missing, truncated or
-    foreign file. `what` names the flag the path came from (e.g. "--resume") in the missing-file message."""
+def _refused_global(exc):
+    """The dotted global a weights-only load refused (ours or torch's message), None for any other failure."""
+    if isinstance(exc, safe_unpickle.ForbiddenGlobal):
+        return exc.global_name
+    # torch 2.x: "Unsupported global: GLOBAL posix.system ...", torch 1.13-2.0: "Unsupported class posix.system"
+    found = re.search(r"(?:GLOBAL|Unsupported class) ([\w.]+)", str(exc)) if isinstance(
+        exc, pickle.UnpicklingError) else None
+    return found.group(1) if found else None
+
+
+def _first_line(exc):
+    """The line of an exception message that says what went wrong (torch's weights-only failures open with advice
+    and put the reason on a `WeightsUnpickler error:` line)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    reasons = [line for line in lines if line.startswith("WeightsUnpickler error:")]
+    return (reasons or lines or [type(exc).__name__])[0]
+
+
+def _read(path, what):
+    """torch_load(path) with every failure turned into a one-line UserError."""
+    if path and os.path.isdir(path):
+        raise UserError("{}{} is a folder, not a checkpoint file".format(what + " " if what else "", path))
     if not path or not os.path.isfile(path):
         raise UserError("{}checkpoint not found: {}".format(what + ": " if what else "", path))
     try:
-        obj = torch_load(path)
+        return torch_load(path)
     except Exception as exc:  # truncated zip, pickle of foreign objects, random bytes...
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        refused = _refused_global(exc)
+        if refused:
+            raise UserError("{} is not a safe checkpoint: it names {}, which a checkpoint never holds (only tensors, "
+                            "numbers, strings, lists and dicts); nothing in it was run".format(path, refused)) from None
         raise UserError("{} is not a readable checkpoint (truncated or not saved by torch.save?): {}".format(
-            path, reason[:200])) from None
+            path, _first_line(exc)[:200])) from None
+
+
+def _is_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+# Fields of a main.py checkpoint that main.py and the tools read, with the test each value must pass and what that
+# test means (a missing field is fine: older checkpoints and other tools' files lack some).
+_FIELD_CHECKS = (
+    ("epoch", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0, "a whole number >= 0"),
+    ("best_acc1", _is_number, "a finite number"),
+    ("arch", lambda v: isinstance(v, str), "a string"),
+    ("args", lambda v: isinstance(v, dict), "a dict"),
+    ("classes", lambda v: v is None or (isinstance(v, list) and all(isinstance(c, str) for c in v)),
+     "a list of strings"),
+    ("optimizer", lambda v: isinstance(v, dict), "a dict"),
+    ("amp", lambda v: v is None or isinstance(v, dict), "a dict"),
+    ("model_ema", lambda v: v is None or _is_state_dict(v), "a state_dict"),
+    ("rng", lambda v: v is None or isinstance(v, dict), "a dict"),
+)
+
+
+def check_fields(obj, path):
+    """UserError naming the first field of a main.py checkpoint dict that has the wrong type."""
+    for field, is_valid, expected in _FIELD_CHECKS:
+        if field in obj and not is_valid(obj[field]):
+            raise UserError("{}: field '{}' should be {}, found {} {}".format(
+                path, field, expected, type(obj[field]).__name__, reprlib.repr(obj[field])))
+
+
+def load_checkpoint(path, what=None):
+    """The dict stored at `path` (a main.py checkpoint or a bare state_dict); UserError for a missing, truncated,
+    unsafe or foreign file, a folder, or a field of the wrong type. `what` names the flag the path came from (e.g.
+    "--resume") in the message."""
+    obj = _read(path, what)
     if _is_state_dict(obj):
         return obj
-    if isinstance(obj, dict) and _is_state_dict(obj.get("state_dict")):
-        return obj
-    raise UserError("{} is not a checkpoint: expected a state_dict or a dict with a 'state_dict' entry".format(path))
+    if not isinstance(obj, dict):
+        raise UserError("{} is not a checkpoint: expected a state_dict or a dict with a 'state_dict' entry, found "
+                        "{}".format(path, type(obj).__name__))
+    if "state_dict" not in obj:
+        raise UserError("{} is not a checkpoint: field 'state_dict' is missing (it has {})".format(
+            path, ", ".join(sorted(str(k) for k in obj)[:6]) or "no fields"))
+    if not _is_state_dict(obj["state_dict"]):
+        raise UserError("{}: field 'state_dict' should map parameter names to tensors, found {} {}".format(
+            path, type(obj["state_dict"]).__name__, reprlib.repr(obj["state_dict"])))
+    check_fields(obj, path)
+    return obj
 
 
 def load_model_weights(path, what=None):

@@ -1,32 +1,120 @@
 """Atomic file writes: the one way main.py and the tools replace a file.
 
-The new content goes to a temporary file in the same folder, is fsynced and renamed over `path`, so a crash,
-Ctrl-C or SIGKILL at any moment leaves either the old file or the new one, never half a file.
+The new content is produced in memory, written to a temporary file in the same folder, fsynced and renamed over
+`path`, so a crash, Ctrl-C, SIGKILL or full disk at any moment leaves either the old file or the new one, never half
+a file; a killed write can leave only a temp file, which remove_stale_temps removes.
 """
+import errno
+import io
 import os
+import re
+import stat
 import tempfile
+
+from training.errors import UserError
+
+# Names of atomic_write's temp files: tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=TEMP_SUFFIX) adds 8 characters
+# from [a-z0-9_]; remove_stale_temps matches exactly this shape and nothing else.
+TEMP_PREFIX = ".tmp-"
+TEMP_SUFFIX = ".part"
+_TEMP_NAME = re.compile(r"\A{}[a-z0-9_]+{}\Z".format(re.escape(TEMP_PREFIX), re.escape(TEMP_SUFFIX)))
+
+# What a failed write most likely means, for the error line (any other errno: its strerror alone).
+_WRITE_HINTS = {
+    errno.ENOSPC: "the disk is full",
+    errno.EDQUOT: "the disk quota is used up",
+    errno.EROFS: "the folder is on a read-only file system",
+    errno.EACCES: "no permission to write in that folder",
+    errno.EPERM: "no permission to write in that folder",
+    errno.ENOTDIR: "a part of the folder path is a file, not a folder",
+    errno.EEXIST: "a part of the folder path is a file, not a folder",
+    errno.EISDIR: "that path is a folder",
+    errno.ENOENT: "the folder does not exist",
+}
 
 
 def atomic_write(path, write_fn):
-    """Call `write_fn(stream)` on a binary temp file beside `path`, then rename it to `path`.
+    """Call `write_fn(stream)` on an in-memory binary stream, write that to a temp file beside `path`, fsync it and
+    rename it to `path` (memory: one copy of the content, a few dozen MB for a ShuffleNetV2 checkpoint).
 
     The file gets the permissions of a normal new file (0o666 minus the umask; mkstemp alone gives 0600). On any
-    exception, KeyboardInterrupt included, the temp file is removed and an existing `path` is left as it was.
+    exception, KeyboardInterrupt included, the temp file is removed and an existing `path` is left as it was. An
+    OSError (full disk, read-only or missing folder, a file where a folder should be) becomes a one-line UserError
+    naming `path`, the reason and whether an earlier version of it is intact.
     """
     folder = os.path.dirname(os.path.abspath(path))
-    handle, temp = tempfile.mkstemp(prefix=".tmp-", suffix=".part", dir=folder)
+    # write_fn writes to memory first: a failing disk write then fails here, in Python, never inside write_fn
+    # (torch 1.8's zip writer aborts the whole process from a C++ destructor after a failed write to its stream).
+    content = io.BytesIO()
+    temp = None
     try:
+        write_fn(content)
+        handle, temp = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=TEMP_SUFFIX, dir=folder)
         with os.fdopen(handle, "wb") as stream:
-            write_fn(stream)
+            stream.write(content.getbuffer())
             stream.flush()
             os.fsync(stream.fileno())
         os.chmod(temp, 0o666 & ~_umask())
         os.replace(temp, path)
-    except BaseException:
-        if os.path.exists(temp):
-            os.remove(temp)
+    except BaseException as exc:
+        if temp is not None:
+            _remove_quietly(temp)
+        if isinstance(exc, OSError) and exc.errno is not None:
+            raise UserError(_write_failure(path, exc)) from None
         raise
     _fsync_folder(folder)
+
+
+def make_folder(folder):
+    """os.makedirs(folder, exist_ok=True), with a one-line UserError when the folder cannot be made (a file in the
+    way, read-only file system, no permission)."""
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as exc:
+        raise UserError("could not create folder {}: {}".format(folder, _reason(exc))) from None
+
+
+def _reason(exc):
+    """`what it means (ERRNO)` for an OSError."""
+    meaning = _WRITE_HINTS.get(exc.errno) or exc.strerror or type(exc).__name__
+    return "{} ({})".format(meaning, errno.errorcode.get(exc.errno, exc.errno))
+
+
+def _write_failure(path, exc):
+    previous = "its previous version is intact" if os.path.isfile(path) else "there was no earlier version of it"
+    return "could not write {}: {}; {}".format(path, _reason(exc), previous)
+
+
+def _remove_quietly(path):
+    try:
+        os.remove(path)
+    except OSError:
+        pass
+
+
+def remove_stale_temps(folder):
+    """Remove the temp files a killed atomic_write left in `folder` (names `.tmp-XXXXXXXX.part`, regular files only,
+    not in subfolders); the number removed. A missing folder has none. Call it before this process writes there."""
+    removed = 0
+    try:
+        names = os.listdir(folder)
+    except (FileNotFoundError, NotADirectoryError):
+        return 0
+    for name in names:
+        if _TEMP_NAME.match(name) and _remove_regular_file(os.path.join(folder, name)):
+            removed += 1
+    return removed
+
+
+def _remove_regular_file(path):
+    """True if `path` was a regular file (not a link, folder or pipe) and is now removed."""
+    try:
+        if not stat.S_ISREG(os.lstat(path).st_mode):
+            return False
+        os.remove(path)
+    except FileNotFoundError:  # gone meanwhile
+        return False
+    return True
 
 
 def _umask():
