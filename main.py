@@ -11,6 +11,7 @@ import signal
 import sys
 import time
 
+import training  # noqa: F401  (bootstrap, before torch: see training/__init__.py)
 import numpy as np
 import torch
 

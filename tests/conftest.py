@@ -4,13 +4,15 @@ import os
 import sys
 
 import pytest
-import torch
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FAKES_DIR = os.path.join(REPO_ROOT, "tests", "fakes")
 
 if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
+
+import training  # noqa: E402,F401  (bootstrap before torch: an installed torch_npu without CANN must not break it)
+import torch  # noqa: E402
 
 
 @pytest.fixture
