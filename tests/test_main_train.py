@@ -81,8 +81,9 @@ def test_logs_metrics_and_checkpoints(data_root, tmp_path, capsys):
     net.load_state_dict(saved["state_dict"])
     assert load(os.path.join(out, "checkpoint_epoch1.pth.tar"))["epoch"] == 1
 
-    # --evaluate --resume scores exactly the saved (recalibrated) weights
-    assert main.main(SMALL + ["--data", data_root, "-b", "4", "--evaluate", "--resume",
+    # --evaluate --resume scores exactly the saved (recalibrated) weights, in the same precision as the run's own
+    # evaluation (--amp: bf16 autocast, whose rounding differs from fp32 on CPUs with native bf16)
+    assert main.main(SMALL + ["--data", data_root, "-b", "4", "--evaluate", "--amp", "--resume",
                               os.path.join(out, "checkpoint.pth.tar"), "--output-dir", out]) == 0
     again = [r for r in zlog.parse_log(capsys.readouterr().out.splitlines()) if r["kind"] == "acc"]
     assert again == [accs[2]]
