@@ -23,3 +23,17 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def torch_version():
+    """(major, minor) of the installed torch, e.g. (1, 8) for 1.8.1+cu102."""
+    major, minor = torch.__version__.split("+")[0].split(".")[:2]
+    return int(major), int("".join(c for c in minor if c.isdigit()) or 0)
+
+
+def requires_torch(version, feature):
+    """Skip marker for a test that needs `feature`, which came with torch `version` ("1.10"): the reason names both,
+    so the torch 1.8.1 lane's skips say what that torch lacks. Use only for a real torch feature."""
+    needed = tuple(int(part) for part in version.split("."))
+    return pytest.mark.skipif(torch_version() < needed, reason="needs {} (torch >= {}; this is torch {})".format(
+        feature, version, torch.__version__))
