@@ -45,7 +45,7 @@ def npu_env(tmp_path_factory):
 
 
 def python(args, env, timeout=240):
-    return subprocess.run([sys.executable] + args, capture_output=True, universal_newlines=True, env=env,
+    return subprocess.run([sys.executable] + args, capture_output=True, text=True, env=env,
                           cwd=REPO_ROOT, timeout=timeout)
 
 
