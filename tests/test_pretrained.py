@@ -89,8 +89,9 @@ def test_demo_uses_the_checkpoint_sizes_unless_overridden(tmp_path, images, caps
         assert set(shown) == set(expected)
         for name, percent in shown.items():
             assert percent == pytest.approx(expected[name], abs=0.006)  # printed with 2 decimals
-    with pytest.raises(UserError, match="--resize-size must be >= --crop-size"):
-        demo.main([checkpoint, image, "--resize-size", "30"])
+    for flags in (["--resize-size", "30"], ["--crop-size", "0"]):
+        with pytest.raises(UserError, match="--resize-size must be >= --crop-size >= 1"):
+            demo.main([checkpoint, image] + flags)
 
 
 def test_export_uses_the_checkpoint_crop(tmp_path):
@@ -107,6 +108,8 @@ def test_export_uses_the_checkpoint_crop(tmp_path):
     assert json.loads(meta["classes"]) == ["a", "b", "c"]
     assert export_onnx.main([checkpoint, output, "--no-check", "--crop-size", "64"]) == 0
     assert [d.dim_value for d in onnx.load(output).graph.input[0].type.tensor_type.shape.dim[1:]] == [3, 64, 64]
+    with pytest.raises(UserError, match="--crop-size must be at least 32"):
+        export_onnx.main([checkpoint, output, "--crop-size", "16"])
 
 
 def test_export_check_is_relative_for_huge_logits(tmp_path, capsys):

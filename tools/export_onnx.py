@@ -41,7 +41,7 @@ import numpy as np  # noqa: E402
 
 import models  # noqa: E402
 from training.data import MEAN, STD  # noqa: E402
-from training.pretrained import image_sizes, load_model, non_finite_tensors  # noqa: E402
+from training.pretrained import default_resize, image_sizes, load_model, non_finite_tensors  # noqa: E402
 from training.errors import UserError, run_cli  # noqa: E402
 from training.files import atomic_write  # noqa: E402
 
@@ -151,7 +151,7 @@ def main(argv=None):
     crop = sizes["val_crop_size"]
     if crop < 32:
         raise UserError("--crop-size must be at least 32 (five stride-2 stages), got {}".format(crop))
-    resize = sizes["val_resize_size"] if args.crop_size is None else round(crop * 256 / 224)
+    resize = sizes["val_resize_size"] if args.crop_size is None else default_resize(crop)
     metadata = {
         "arch": meta["arch"],
         "source": os.path.basename(args.checkpoint) + (" (EMA weights)" if args.ema else ""),

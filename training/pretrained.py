@@ -64,11 +64,10 @@ def image_sizes(meta, **overrides):
     saved = meta.get("args") if isinstance(meta.get("args"), dict) else {}
     sizes = {}
     for key in SIZE_KEYS:
-        value = overrides.get(key)
-        if value is None:
-            value = saved.get(key)
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
-            sizes[key] = int(value)
+        if overrides.get(key) is not None:
+            sizes[key] = int(overrides[key])  # the caller checks a user's value (and says which flag is wrong)
+        elif isinstance(saved.get(key), int) and not isinstance(saved[key], bool) and saved[key] > 0:
+            sizes[key] = saved[key]
     sizes.setdefault("train_crop_size", 224)
     sizes.setdefault("val_crop_size", 224)
     sizes.setdefault("val_resize_size", default_resize(sizes["val_crop_size"]))
