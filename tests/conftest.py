@@ -4,13 +4,15 @@ import os
 import sys
 
 import pytest
-import torch
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FAKES_DIR = os.path.join(REPO_ROOT, "tests", "fakes")
 
 if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
+
+import training  # noqa: E402,F401  (bootstrap before torch: an installed torch_npu without CANN must not break it)
+import torch  # noqa: E402
 
 
 @pytest.fixture
@@ -21,3 +23,17 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def torch_version():
+    """(major, minor) of the installed torch, e.g. (1, 8) for 1.8.1+cu102."""
+    major, minor = torch.__version__.split("+")[0].split(".")[:2]
+    return int(major), int("".join(c for c in minor if c.isdigit()) or 0)
+
+
+def requires_torch(version, feature):
+    """Skip marker for a test that needs `feature`, which came with torch `version` ("1.10"): the reason names both,
+    so the torch 1.8.1 lane's skips say what that torch lacks. Use only for a real torch feature."""
+    needed = tuple(int(part) for part in version.split("."))
+    return pytest.mark.skipif(torch_version() < needed, reason="needs {} (torch >= {}; this is torch {})".format(
+        feature, version, torch.__version__))

@@ -5,7 +5,7 @@ import types
 
 import pytest
 import torch
-from conftest import FAKES_DIR
+from conftest import FAKES_DIR, requires_torch
 from torch import nn
 
 from training import checkpoint as ckpt
@@ -47,10 +47,16 @@ def fakes(fresh_imports):
 def test_broken_torch_npu_is_reported_with_its_reason(fresh_imports, tmp_path):
     (tmp_path / "torch_npu.py").write_text("raise OSError('libhccl.so: cannot open shared object file')\n")
     fresh_imports.syspath_prepend(str(tmp_path))
-    with pytest.raises(UserError, match=r"--device npu: torch_npu cannot be used \(OSError: libhccl.so"):
+    cause = "CANN libraries missing (libhccl.so): source test/env_npu.sh"
+    with pytest.raises(UserError) as info:
         devices.resolve_device_type("npu")
-    # auto falls back without raising, and the failed import is not retried
-    assert devices.resolve_device_type("auto") in ("cuda", "cpu")
+    assert str(info.value) == "--device npu: torch_npu cannot be used ({})".format(cause)
+    # auto falls back with one warning line naming the cause, and the failed import is not retried
+    warnings = []
+    fallback = devices.resolve_device_type("auto", warn=warnings.append)
+    assert fallback in ("cuda", "cpu")
+    assert warnings == ["warning: --device auto: torch_npu is installed but cannot be used ({}); using {}".format(
+        cause, fallback)]
     assert devices.resolve_device_type("cpu") == "cpu"
 
 
@@ -136,10 +142,25 @@ def test_native_amp_on_cpu_warns_without_apex_and_uses_bfloat16(fresh_imports):
     amp = precision.build_amp(True, "cpu", "O2", "64", log=lines.append)
     assert lines and lines[0].startswith("warning: --amp: apex is not available")
     assert amp.kind == "native-bfloat16" and amp.scaler is None and amp.state_dict() is None
+    assert precision.build_amp(False, "cpu").kind == "off"
+
+
+@requires_torch("1.10", "CPU autocast")
+def test_native_amp_on_cpu_runs_in_bfloat16():
+    amp = precision.build_amp(True, "cpu", "O2", "64", log=lambda line: None)
     with amp.autocast():
         out = nn.Linear(4, 2)(torch.ones(1, 4))
     assert out.dtype == torch.bfloat16
-    assert precision.build_amp(False, "cpu").kind == "off"
+
+
+def test_native_amp_on_a_torch_without_cpu_autocast_warns_and_runs_float32(monkeypatch):
+    """torch < 1.10 has no torch.autocast (the torch 1.8 lane runs this for real; here it is removed)."""
+    monkeypatch.delattr(torch, "autocast", raising=False)
+    amp = precision.build_amp(True, "cpu", "O2", "64", log=lambda line: None)
+    with pytest.warns(UserWarning, match="no CPU autocast: --amp runs in float32"):
+        with amp.autocast():
+            out = nn.Linear(4, 2)(torch.ones(1, 4))
+    assert out.dtype == torch.float32
 
 
 def test_bad_amp_flags():

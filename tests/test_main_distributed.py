@@ -1,6 +1,7 @@
 """main.py with several CPU processes (gloo): --multiprocessing-distributed (3) and torchrun (2). The val set (7
 images) does not divide by either world size; the distributed Acc@1 must equal a 1-process --evaluate of the same
 checkpoint, with every image counted exactly once."""
+import importlib.util
 import json
 import os
 import subprocess
@@ -13,6 +14,8 @@ from conftest import REPO_ROOT
 import main
 from tests.datasets import make_image_folder
 from training import modelzoo_log as zlog
+from training.checkpoint import torch_load
+from training.distributed import free_port
 
 SMALL = ["-a", "shufflenet_v2_x0_5", "-j", "0", "--train-crop-size", "32", "--val-resize-size", "32",
          "--val-crop-size", "32", "--device", "cpu", "--lr", "0.05", "--seed", "5", "--epochs", "1",
@@ -26,6 +29,14 @@ def data_root(tmp_path_factory):
     for name in ("class_0/val_2.jpg", "class_1/val_2.jpg"):  # 7 val images: not divisible by 2 or 3
         os.remove(os.path.join(root, "val", name))
     return root
+
+
+def torchrun(nproc):
+    """torchrun (torch >= 1.9), else its predecessor with the same environment contract (RANK, WORLD_SIZE,
+    LOCAL_RANK, MASTER_ADDR, MASTER_PORT): torch.distributed.launch --use_env, as on Ascend's torch 1.8 images."""
+    if importlib.util.find_spec("torch.distributed.run") is not None:
+        return ["torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc)]
+    return ["torch.distributed.launch", "--use_env", "--nproc_per_node", str(nproc), "--master_port", str(free_port())]
 
 
 def run(command, timeout=240):
@@ -66,8 +77,7 @@ def test_distributed_run_matches_single_process_evaluation(launcher, data_root, 
         command = [sys.executable, "main.py", "--multiprocessing-distributed", "--device_num", "3", "-b", "6"]
         world = 3
     else:
-        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                   "main.py", "-b", "4"]
+        command = [sys.executable, "-m"] + torchrun(nproc=2) + ["main.py", "-b", "4"]
         world = 2
     stdout = run(command + SMALL + ["--data", data_root, "--output-dir", out])
     steps = [r for r in zlog.parse_log(stdout.splitlines()) if r["kind"] == "step"]
@@ -76,7 +86,7 @@ def test_distributed_run_matches_single_process_evaluation(launcher, data_root, 
     assert len(fps) == 1 and fps[0]["fps"] > 0
     distributed_acc = accuracy(stdout)
     assert last_eval(out)["images"] == 7
-    assert torch.load(os.path.join(out, "checkpoint.pth.tar"), weights_only=True)["args"]["batch_size"] == 2 * world
+    assert torch_load(os.path.join(out, "checkpoint.pth.tar"), weights_only=True)["args"]["batch_size"] == 2 * world
 
     single_acc, images = evaluate_one_process(data_root, out, capsys)
     assert images == 7

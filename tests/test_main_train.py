@@ -14,6 +14,7 @@ from conftest import REPO_ROOT
 import main
 from tests.datasets import make_image_folder
 from training import modelzoo_log as zlog
+from training.checkpoint import torch_load
 
 SMALL = ["-a", "shufflenet_v2_x0_5", "-j", "0", "--train-crop-size", "32", "--val-resize-size", "32",
          "--val-crop-size", "32", "--device", "cpu", "--lr", "0.05", "--wd", "1e-4", "--seed", "3"]
@@ -34,7 +35,7 @@ def records(path):
 
 
 def load(path):
-    return torch.load(path, map_location="cpu", weights_only=True)
+    return torch_load(path, weights_only=True)
 
 
 def test_logs_metrics_and_checkpoints(data_root, tmp_path, capsys):
@@ -81,8 +82,9 @@ def test_logs_metrics_and_checkpoints(data_root, tmp_path, capsys):
     net.load_state_dict(saved["state_dict"])
     assert load(os.path.join(out, "checkpoint_epoch1.pth.tar"))["epoch"] == 1
 
-    # --evaluate --resume scores exactly the saved (recalibrated) weights
-    assert main.main(SMALL + ["--data", data_root, "-b", "4", "--evaluate", "--resume",
+    # --evaluate --resume scores exactly the saved (recalibrated) weights, in the same precision as the run's own
+    # evaluation (--amp: bf16 autocast, whose rounding differs from fp32 on CPUs with native bf16)
+    assert main.main(SMALL + ["--data", data_root, "-b", "4", "--evaluate", "--amp", "--resume",
                               os.path.join(out, "checkpoint.pth.tar"), "--output-dir", out]) == 0
     again = [r for r in zlog.parse_log(capsys.readouterr().out.splitlines()) if r["kind"] == "acc"]
     assert again == [accs[2]]

@@ -23,6 +23,7 @@ TOOLS = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(TOOLS))
 sys.path.insert(0, TOOLS)
 
+import training  # noqa: E402,F401  (bootstrap, before torch: see training/__init__.py)
 import torch  # noqa: E402
 
 import bench_model  # noqa: E402

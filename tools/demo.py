@@ -11,7 +11,9 @@ Class names, first found: --classes (a data set folder: the class sub-folders of
 file, one name per line), the `classes` a main.py checkpoint carries, the ImageNet-1k names shipped in
 data/imagenet1k_classes.tsv for 1000-class weights, else "class N".
 
-`load_model` is also used by tools/export_onnx.py: one way to turn a checkpoint file into an eval-mode model.
+The resize and crop sizes are the ones the checkpoint was evaluated at (its saved --val-resize-size and
+--val-crop-size), 256/224 for a bare state_dict; --resize-size / --crop-size override them. The checkpoint is read
+by training/pretrained.py, as in tools/export_onnx.py.
 """
 import argparse
 import os
@@ -20,60 +22,15 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+import training  # noqa: E402,F401  (bootstrap, before torch: see training/__init__.py)
 import torch  # noqa: E402
 
 import models  # noqa: E402
-from models.shufflenetv2_wock_op_woct import STAGES_OUT_CHANNELS  # noqa: E402
 from training import data  # noqa: E402
-from training.checkpoint import load_checkpoint, load_into_model, load_model_weights, strip_module_prefix  # noqa: E402
+from training.pretrained import image_sizes, load_model  # noqa: E402
 from training.errors import UserError, run_cli  # noqa: E402
 
 IMAGENET_CLASSES = os.path.join(ROOT, "data", "imagenet1k_classes.tsv")
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Model
-
-
-def infer_arch(state_dict, path):
-    """The width of a ShuffleNetV2 state_dict, from conv5's weight shape (stage4 -> conv5 channels differ by width)."""
-    weight = state_dict.get("conv5.0.weight")
-    if weight is None or weight.dim() != 4:
-        raise UserError("{} holds no ShuffleNetV2 weights (no conv5.0.weight)".format(path))
-    shape = (int(weight.shape[0]), int(weight.shape[1]))
-    for arch, channels in sorted(STAGES_OUT_CHANNELS.items()):
-        if shape == (channels[4], channels[3]):
-            return arch
-    raise UserError("{}: conv5 of shape {} matches no ShuffleNetV2 width ({})".format(
-        path, shape, ", ".join(models.MODEL_NAMES)))
-
-
-def load_model(path, arch=None, ema=False, shuffle_impl=None):
-    """(eval-mode model on the CPU, meta) from a main.py checkpoint or a bare state_dict; UserError on bad input.
-
-    `meta` is load_model_weights' meta with "arch" always filled in (for a bare state_dict: the inferred width).
-    `ema=True` takes the weight average a `--model-ema` run saved beside the model ("model_ema" entry).
-    `arch` overrides what the checkpoint says or the weights imply; `shuffle_impl` picks the channel shuffle
-    implementation (None: models' default, by device).
-    """
-    state_dict, meta = load_model_weights(path)
-    if ema:
-        averaged = load_checkpoint(path).get("model_ema")
-        if not isinstance(averaged, dict) or not averaged:
-            raise UserError("{} has no EMA weights (was it trained with --model-ema?)".format(path))
-        state_dict = strip_module_prefix(averaged)
-    arch = arch or meta.get("arch") or infer_arch(state_dict, path)
-    fc = state_dict.get("fc.weight")
-    if fc is None or fc.dim() != 2:
-        raise UserError("{} holds no ShuffleNetV2 classifier (no fc.weight)".format(path))
-    try:
-        options = {"shuffle_impl": shuffle_impl} if shuffle_impl else {}
-        model = models.build_model(arch, num_classes=int(fc.shape[0]), **options)
-    except ValueError as exc:
-        raise UserError(str(exc)) from None
-    load_into_model(model, state_dict, path)
-    model.eval()
-    return model, dict(meta, arch=arch)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -182,13 +139,20 @@ def parse_args(argv):
     parser.add_argument("--arch", choices=models.MODEL_NAMES, help="override the width read from the checkpoint")
     parser.add_argument("--ema", action="store_true", help="use the --model-ema weights saved in the checkpoint")
     parser.add_argument("--topk", type=int, default=5, help="classes shown per image (default 5)")
-    parser.add_argument("--resize-size", type=int, default=256, help="shorter side before the crop (default 256)")
-    parser.add_argument("--crop-size", type=int, default=224, help="centre crop (default 224)")
+    parser.add_argument("--resize-size", type=int,
+                        help="shorter side before the crop (default: the checkpoint's --val-resize-size, else 256)")
+    parser.add_argument("--crop-size", type=int,
+                        help="centre crop (default: the checkpoint's --val-crop-size, else 224)")
     parser.add_argument("--device", default="cpu", help="torch device: cpu (default), cuda, cuda:1, npu:0 ...")
     args = parser.parse_args(argv)
-    if args.topk < 1 or args.crop_size < 1 or args.resize_size < args.crop_size:
-        raise UserError("--topk must be >= 1 and --resize-size >= --crop-size >= 1")
+    if args.topk < 1:
+        raise UserError("--topk must be >= 1, got {}".format(args.topk))
     return args
+
+
+def check_sizes(resize_size, crop_size):
+    if crop_size < 1 or resize_size < crop_size:
+        raise UserError("--resize-size must be >= --crop-size >= 1, got {} and {}".format(resize_size, crop_size))
 
 
 def resolve_device(name):
@@ -207,10 +171,12 @@ def main(argv=None):
     args = parse_args(argv)
     device = resolve_device(args.device)
     model, meta = load_model(args.checkpoint, args.arch, args.ema)
+    sizes = image_sizes(meta, val_resize_size=args.resize_size, val_crop_size=args.crop_size)
+    check_sizes(sizes["val_resize_size"], sizes["val_crop_size"])
     paths = expand_images(args.images)
     names = class_names(model.fc.out_features, meta, args.classes)
     model.to(device)
-    for path, top in predict(model, paths, device, args.resize_size, args.crop_size, args.topk):
+    for path, top in predict(model, paths, device, sizes["val_resize_size"], sizes["val_crop_size"], args.topk):
         print(format_result(path, top, names))
     return 0
 

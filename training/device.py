@@ -5,6 +5,9 @@ PyPI's `apex` is an unrelated package, so both are imported behind broad excepts
 error message. Everything here also runs on the torch 1.8 of Ascend images: newer APIs sit behind hasattr/try.
 """
 import importlib
+import importlib.util
+import re
+import sys
 
 import torch
 
@@ -24,8 +27,29 @@ def _guarded_import(name):
         except BaseException as exc:  # torch_npu may raise OSError or call sys.exit without CANN
             if isinstance(exc, KeyboardInterrupt):
                 raise
-            _IMPORTS[name] = (None, "{}: {}".format(type(exc).__name__, exc).strip())
+            _IMPORTS[name] = (None, _import_failure_reason(exc))
     return _IMPORTS[name]
+
+
+def _import_failure_reason(exc):
+    """One line: what failed, and for a missing shared library (CANN not installed / env_npu.sh not sourced) what
+    to do about it."""
+    text = " ".join(str(exc).split())
+    library = re.search(r"(lib[\w.+-]*\.so[\w.]*)", text)
+    if isinstance(exc, (ImportError, OSError)) and library and not isinstance(exc, ModuleNotFoundError):
+        return "CANN libraries missing ({}): source test/env_npu.sh".format(library.group(1))
+    return "{}: {}".format(type(exc).__name__, text).strip()
+
+
+def _print_warning(message):
+    print(message, file=sys.stderr, flush=True)
+
+
+def _module_installed(name):
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
 
 
 def import_torch_npu():
@@ -60,8 +84,10 @@ def import_apex():
     return amp, optimizers, None
 
 
-def resolve_device_type(name):
-    """Map --device to 'npu', 'cuda' or 'cpu'; UserError when the asked device cannot be used (with the reason)."""
+def resolve_device_type(name, warn=_print_warning):
+    """Map --device to 'npu', 'cuda' or 'cpu'; UserError when the asked device cannot be used (with the reason).
+
+    'auto' falls back to cuda/cpu; when torch_npu is installed but unusable it says why with one `warn` line."""
     if name == "gpu":
         name = "cuda"
     if name not in DEVICE_CHOICES:
@@ -77,9 +103,14 @@ def resolve_device_type(name):
         return "cuda"
     if name == "cpu":
         return "cpu"
-    if import_torch_npu()[0] is not None:
+    module, reason = import_torch_npu()
+    if module is not None:
         return "npu"
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    fallback = "cuda" if torch.cuda.is_available() else "cpu"
+    if _module_installed("torch_npu"):
+        warn("warning: --device auto: torch_npu is installed but cannot be used ({}); using {}".format(
+            reason, fallback))
+    return fallback
 
 
 def device_count(device_type):
