@@ -94,7 +94,7 @@ def check_only(args, launch):
     """--check-only: --resume loads and every process gets one full training batch; nothing is written."""
     if args.resume:
         ckpt.load_checkpoint(args.resume, "--resume")
-    world = int(launch.ranks[0]["WORLD_SIZE"])
+    world = launch.world_size
     if not (args.dummy or args.evaluate):
         samples, _ = data_module().scan_folder(os.path.join(args.data, "train"))
         if len(samples) // world < args.batch_size // world:
