@@ -270,7 +270,8 @@ def train_and_evaluate(args, ctx, device, device_type, log, is_main):
     bare_model = model
 
     data = data_module()
-    preprocess = data.DevicePreprocess(jitter=args.color_jitter, channels_last=args.channels_last)
+    preprocess = data.DevicePreprocess(jitter=args.color_jitter, channels_last=args.channels_last,
+                                     seed=args.seed + ctx.rank)  # own jitter stream per rank, like the seeds below
     criterion = engine.build_criterion(args.label_smoothing).to(device)
     metrics = engine.MetricsWriter(os.path.join(args.output_dir, "metrics.jsonl"), enabled=is_main,
                                    append=bool(args.resume) or args.evaluate)
@@ -345,6 +346,7 @@ def train_and_evaluate(args, ctx, device, device_type, log, is_main):
     for epoch in range(start_epoch, args.epochs):
         if sampler is not None and hasattr(sampler, "set_epoch"):
             sampler.set_epoch(epoch)
+        preprocess.set_epoch(epoch)  # jitter factors keyed by (seed, epoch): exact resume with any --workers
         engine.train_one_epoch(model, train_loader, state, epoch, steps)
         evaluated = should_evaluate(epoch, args)
         if evaluated:
@@ -355,6 +357,7 @@ def train_and_evaluate(args, ctx, device, device_type, log, is_main):
         from training.ema import recalibrate_bn
         if sampler is not None and hasattr(sampler, "set_epoch"):
             sampler.set_epoch(args.epochs)
+        preprocess.set_epoch(args.epochs)
 
         def prepare(batch):
             return preprocess(batch[0].to(device, non_blocking=True), True)
