@@ -13,6 +13,15 @@ from training import augment, data
 from training.errors import UserError, run_cli
 
 
+@pytest.fixture(autouse=True, params=["fast", "pillow"])
+def decode_path(request, monkeypatch):
+    """Every test here runs with the fast decoder (simplejpeg + OpenCV, the default) and with it disabled."""
+    if request.param == "fast" and augment.fast_modules() is None:
+        pytest.skip("simplejpeg/opencv-python-headless not installed: only the Pillow path can run")
+    monkeypatch.setenv(augment.FAST_DECODE_ENV, "1" if request.param == "fast" else "0")
+    return request.param
+
+
 @pytest.fixture()
 def root(tmp_path):
     """3 classes x 8 train, 3 val images of 48x40."""
@@ -313,3 +322,67 @@ def test_jitter_factors_reach_the_device_unchanged():
     on_device_factors, on_device_order = data.upload_jitter(factors, order, torch.device("cpu"))
     assert torch.equal(on_device_factors, factors)
     assert torch.equal(on_device_order, order) and on_device_order.dtype == torch.int64
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Folder traps and missing fast-decode packages
+
+
+def test_symlink_loops_and_links_to_parents_add_no_images(root, caplog):
+    """A link to `..`, a link to the class itself and a link to another class: every image is listed once."""
+    train = os.path.join(root, "train")
+    before, _ = data.scan_folder(train)
+    os.symlink("..", os.path.join(train, "class_0", "up"))
+    os.symlink(".", os.path.join(train, "class_1", "self"))
+    os.symlink(os.path.join(train, "class_0"), os.path.join(train, "class_2", "other_class"))
+    os.makedirs(os.path.join(train, "class_2", "deep"))
+    os.symlink(os.path.join("..", ".."), os.path.join(train, "class_2", "deep", "loop"))
+    after, _ = data.scan_folder(train)
+    assert after == before
+    data.check_data_root(root)  # finishes: no endless walk
+
+
+def test_fifo_and_other_special_files_are_skipped_and_counted(root, caplog):
+    train = os.path.join(root, "train")
+    os.mkfifo(os.path.join(train, "class_0", "pipe.jpg"))  # opening it to read would block for good
+    os.mkfifo(os.path.join(train, "class_1", "pipe.png"))
+    with caplog.at_level(logging.WARNING, logger="training.data"):
+        samples, _ = data.scan_folder(train)
+    assert len(samples) == 24 and not any("pipe" in path for path, _ in samples)
+    assert "skipped 2 entries" in caplog.text and "not regular files" in caplog.text
+    loader, sampler = data.build_train_loader(train, 4, 2, crop_size=16, seed=0)
+    assert sum(images.shape[0] for images, _, _ in loader) == 24  # a full epoch, nothing hangs
+
+
+_BLOCKED = """
+import sys
+sys.modules["simplejpeg"] = None  # import raises ImportError, as when the package is not installed
+sys.modules["cv2"] = None
+from training import data
+loader, sampler = data.build_train_loader(sys.argv[1] + "/train", 4, 2, crop_size=24, seed=1)
+val = data.build_val_loader(sys.argv[1] + "/val", 4, 2, resize_size=28, crop_size=24)
+for batches in (loader, val):
+    for images, targets, bad in batches:
+        print(tuple(images.shape), images.dtype, bad)
+"""
+
+
+def test_missing_fast_packages_fall_back_with_one_warning_line(root, decode_path, monkeypatch):
+    """simplejpeg and cv2 blocked in a subprocess (2 workers): one warning line, batches of the same shapes and
+    dtype as with the packages present."""
+    import subprocess
+    import sys
+
+    monkeypatch.delenv(augment.FAST_DECODE_ENV, raising=False)
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    result = subprocess.run([sys.executable, "-c", _BLOCKED, root], cwd=repo, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(warnings) == 1 and warnings[0].startswith("warning: fast JPEG decoding off"), warnings
+    assert "pip install simplejpeg opencv-python-headless" in warnings[0]
+    expected = []
+    loader, _ = data.build_train_loader(os.path.join(root, "train"), 4, 0, crop_size=24, seed=1)
+    val = data.build_val_loader(os.path.join(root, "val"), 4, 0, resize_size=28, crop_size=24)
+    for batches in (loader, val):
+        expected += ["{} {} {}".format(tuple(images.shape), images.dtype, bad) for images, _, bad in batches]
+    assert result.stdout.splitlines() == expected
