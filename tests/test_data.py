@@ -271,7 +271,7 @@ def test_synthetic_loader_yields_uint8_batches_on_the_device():
 # tools/bench_loader.py
 
 
-def test_bench_loader_makes_imagenet_like_data_and_prints_json(tmp_path, capsys):
+def test_bench_loader_makes_imagenet_like_data_and_prints_json(tmp_path, capsys, decode_path):
     import json
     import sys
 
@@ -288,11 +288,17 @@ def test_bench_loader_makes_imagenet_like_data_and_prints_json(tmp_path, capsys)
         assert image.format == "JPEG" and max(image.size) >= 400
     capsys.readouterr()
     assert bench_loader.main(["--data", root, "--workers", "0", "--batches", "1", "--batch-size", "4",
-                              "--rounds", "1"]) == 0
+                              "--rounds", "1", "--max-workers", "1"]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["workers"] == 0 and result["ours_img_s"] > 0 and result["torchvision_img_s"] > 0
+    assert result["fast_decode"] == (decode_path == "fast")
     assert result["ratio"] == pytest.approx(result["ours_img_s"] / result["torchvision_img_s"], rel=0.05)
-    assert sum(result["shares"].values()) == pytest.approx(1.0, abs=0.01)
+    ours_ms = result["ours_loader_cpu_ms_per_img"]
+    assert result["ratio_per_cpu_second"] == pytest.approx(result["torchvision_cpu_ms_per_img"] / ours_ms, rel=0.05)
+    stages = ["read", "header", "decode", "resize"] if decode_path == "fast" else ["read", "decode", "resize"]
+    assert list(result["stages_cpu_ms"]) == stages + ["collate", "device"]
+    assert all(value >= 0 for value in result["stages_cpu_ms"].values()) and result["stages_cpu_ms"]["decode"] > 0
+    assert list(result["workers_img_s"]) == ["1"] and result["workers_img_s"]["1"] > 0
     assert run_cli(bench_loader.main, ["--workers", "0"]) == 2  # no --data: one-line error, non-zero exit
     assert run_cli(bench_loader.main, ["--data", root, "--rounds", "0"]) == 2  # was a StatisticsError traceback
 

@@ -128,7 +128,7 @@ def warn_if_no_fast_decode():
                    "pip install simplejpeg opencv-python-headless", _FAST["reason"])
 
 
-def _jpeg_size(raw, simplejpeg):
+def jpeg_size(raw, simplejpeg):
     """`(width, height)` of a JPEG the fast decoder handles (RGB or grayscale), else None."""
     if raw[:3] != b"\xff\xd8\xff":
         return None
@@ -155,27 +155,37 @@ def dct_reduction(width, height, box, out_size):
     return next(factor for factor in (8, 4, 2, 1) if factor <= scale or factor == 1)
 
 
-def _fast_decode_box(raw, size, box, out_size, modules):
-    """simplejpeg's 1/2, 1/4, 1/8 DCT-scaled decode + one bilinear warp of `box` onto out_size x out_size.
-
-    Returns uint8 HWC, or None when the decoder did not scale as asked (Pillow then decodes the file)."""
-    simplejpeg, cv2 = modules
+def scaled_decode(raw, size, reduction, simplejpeg):
+    """simplejpeg's decode at 1/reduction (1, 2, 4, 8) as uint8 RGB HWC, or None when it did not scale as asked."""
     width, height = size
-    reduction = dct_reduction(width, height, box, out_size)
     want_w, want_h = -(-width // reduction), -(-height // reduction)  # ceil: libjpeg's scaled size
     decoded = simplejpeg.decode_jpeg(raw, colorspace="RGB", min_width=want_w if reduction > 1 else 0,
                                      min_height=want_h if reduction > 1 else 0)
-    if decoded.shape[:2] != (want_h, want_w):
-        return None
-    left, top, right, bottom = (value / float(reduction) for value in box)
+    return decoded if decoded.shape[:2] == (want_h, want_w) else None
+
+
+def warp_box(image, box, out_size, cv2):
+    """`box` (floats, in `image` pixels) of a uint8 HWC array onto out_size x out_size: antialiasing blur when
+    it shrinks, then one bilinear warp (Pillow's box convention, so sub-pixel boxes land where Pillow's do)."""
+    left, top, right, bottom = box
     step_x, step_y = (right - left) / out_size, (bottom - top) / out_size
-    region, x0, y0 = _antialias(decoded, (left, top, right, bottom), step_x, step_y, cv2)
+    region, x0, y0 = _antialias(image, box, step_x, step_y, cv2)
     # Output pixel i samples the box at left + (i + 0.5) * step in continuous coordinates, i.e. at pixel index
-    # left + (i + 0.5) * step - 0.5: Pillow's box convention.
+    # left + (i + 0.5) * step - 0.5.
     matrix = np.array([[step_x, 0.0, left - x0 + 0.5 * step_x - 0.5],
                        [0.0, step_y, top - y0 + 0.5 * step_y - 0.5]])
     return cv2.warpAffine(region, matrix, (out_size, out_size), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
                           borderMode=cv2.BORDER_REPLICATE)
+
+
+def _fast_decode_box(raw, size, box, out_size, modules):
+    """scaled_decode at Pillow's draft scale + warp_box: uint8 HWC, or None (Pillow then decodes the file)."""
+    simplejpeg, cv2 = modules
+    reduction = dct_reduction(size[0], size[1], box, out_size)
+    decoded = scaled_decode(raw, size, reduction, simplejpeg)
+    if decoded is None:
+        return None
+    return warp_box(decoded, tuple(value / float(reduction) for value in box), out_size, cv2)
 
 
 def _antialias(image, box, step_x, step_y, cv2):
@@ -242,7 +252,7 @@ def decode_box(path, box_fn, out_size, flip=False):
         return resize_box(image, box, out_size, flip)
     with open(path, "rb") as handle:
         raw = handle.read()
-    size = _jpeg_size(raw, modules[0])
+    size = jpeg_size(raw, modules[0])
     if size is None:
         image, box = open_reduced(io.BytesIO(raw), box_fn, out_size)
         return resize_box(image, box, out_size, flip)
