@@ -1,14 +1,16 @@
 """The data room: image folders, samplers, uint8 loaders and synthetic data (DevicePreprocess and upload_jitter
 live in training/augment.py with the rest of the augmentation and are re-exported here).
 
-Loaders yield `(images, targets, bad)`: uint8 `[B, 3, H, W]`, int64 `[B]`, and the number of unreadable files
-replaced by other samples in this batch. Workers only decode, crop, resize and flip (training/augment.py);
+Loaders yield `(images, targets, bad)`: uint8 `[B, 3, H, W]` (channels-last memory), int64 `[B]`, and the number
+of unreadable files replaced by other samples in this batch. Workers only decode, crop, resize and flip
+(training/augment.py);
 float conversion, colour jitter and normalization happen on the device (`DevicePreprocess`: batched on an
 accelerator, image by image in the main process on the CPU), which keeps the per-image CPU cost low and the
 bytes moved four times smaller than float batches.
 
 Randomness: the sampler (main process) draws a seed for every sample from (seed, epoch, position), so the
 augmentation of a sample does not depend on the number of workers, and runs repeat exactly for a fixed seed.
+The colour jitter factors come from DevicePreprocess's own (seed, epoch) generator.
 """
 import logging
 import os
@@ -223,16 +225,19 @@ def _one_line(exc, path=None):
 
 
 def collate(items):
-    """Stack samples into `(uint8 [B, 3, H, W], int64 [B], bad (path, reason) list, first error or None)`."""
+    """Stack samples into `(uint8 [B, 3, H, W], int64 [B], bad (path, reason) list, first error or None)`.
+
+    The images keep the samples' HWC layout (a channels-last [B, 3, H, W] view): one plain copy per image here,
+    the layout change happens in DevicePreprocess's float conversion on the device.
+    """
     errors = [item[3] for item in items if item[3]]
     bad = [entry for item in items for entry in item[2]]
     if errors:
         return None, None, bad, errors[0]
-    first = items[0][0]
-    images = torch.empty((len(items), 3) + first.shape[:2], dtype=torch.uint8)
-    array = images.numpy()
+    array = np.empty((len(items),) + items[0][0].shape, dtype=np.uint8)
     for i, item in enumerate(items):
-        array[i] = item[0].transpose(2, 0, 1)
+        array[i] = item[0]
+    images = torch.from_numpy(array).permute(0, 3, 1, 2)
     targets = torch.tensor([item[1] for item in items], dtype=torch.int64)
     return images, targets, bad, None
 
