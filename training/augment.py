@@ -166,10 +166,15 @@ def scaled_decode(raw, size, reduction, simplejpeg):
 
 def warp_box(image, box, out_size, cv2):
     """`box` (floats, in `image` pixels) of a uint8 HWC array onto out_size x out_size: antialiasing blur when
-    it shrinks, then one bilinear warp (Pillow's box convention, so sub-pixel boxes land where Pillow's do)."""
+    it shrinks, then one bilinear resize of a whole-pixel box, or one bilinear warp of a sub-pixel box (both in
+    Pillow's pixel-centre convention, so every box lands where Pillow's does)."""
     left, top, right, bottom = box
     step_x, step_y = (right - left) / out_size, (bottom - top) / out_size
     region, x0, y0 = _antialias(image, box, step_x, step_y, cv2)
+    if all(float(value).is_integer() for value in box):  # whole-pixel box: cv2.resize maps it the same, faster
+        x_lo, y_lo = int(left) - x0, int(top) - y0
+        crop = region[y_lo:y_lo + int(bottom - top), x_lo:x_lo + int(right - left)]
+        return cv2.resize(crop, (out_size, out_size), interpolation=cv2.INTER_LINEAR)
     # Output pixel i samples the box at left + (i + 0.5) * step in continuous coordinates, i.e. at pixel index
     # left + (i + 0.5) * step - 0.5.
     matrix = np.array([[step_x, 0.0, left - x0 + 0.5 * step_x - 0.5],
