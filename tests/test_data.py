@@ -393,3 +393,27 @@ def test_missing_fast_packages_fall_back_with_one_warning_line(root, decode_path
     for batches in (loader, val):
         expected += ["{} {} {}".format(tuple(images.shape), images.dtype, bad) for images, _, bad in batches]
     assert result.stdout.splitlines() == expected
+
+
+class _OpenCVThreads(torch.utils.data.Dataset):
+    """Reports the OpenCV thread count of the process that reads each item."""
+
+    def __len__(self):
+        return 4
+
+    def __getitem__(self, index):
+        return augment.fast_modules()[1].getNumThreads()
+
+
+def test_opencv_uses_one_thread_per_process(root, decode_path):
+    if decode_path != "fast":
+        pytest.skip("OpenCV threads matter on the fast path only (this is the Pillow run of the same test)")
+    cv2 = augment.fast_modules()[1]
+    cv2.setNumThreads(4)
+    data.build_train_loader(os.path.join(root, "train"), 4, 0, crop_size=16)  # workers=0: decoding here
+    assert cv2.getNumThreads() == 1
+    cv2.setNumThreads(4)  # as a parent with more threads would fork its workers
+    loader = torch.utils.data.DataLoader(_OpenCVThreads(), batch_size=1, num_workers=2,
+                                         worker_init_fn=augment.init_worker)
+    assert [int(batch) for batch in loader] == [1, 1, 1, 1]
+    cv2.setNumThreads(1)

@@ -102,11 +102,9 @@ def fast_modules():
         except Exception as exc:  # ImportError, or a broken binary wheel (OSError, AttributeError, ...)
             _FAST["modules"], _FAST["reason"] = None, " ".join(str(exc).split()) or type(exc).__name__
         else:
+            cv2.setNumThreads(1)
             _FAST["modules"] = (simplejpeg, cv2)
-    modules = _FAST["modules"]
-    if modules is not None:
-        modules[1].setNumThreads(1)  # cheap; also right after a fork, where OpenCV may reset its pool
-    return modules
+    return _FAST["modules"]
 
 
 def fast_decode_enabled():
@@ -116,7 +114,9 @@ def fast_decode_enabled():
 
 def init_worker(worker_id=None):
     """DataLoader worker_init_fn (and the main process when workers=0): one OpenCV thread per process."""
-    fast_modules()
+    modules = fast_modules()
+    if modules is not None:
+        modules[1].setNumThreads(1)  # again in a worker: a forked child may not keep the parent's setting
 
 
 def warn_if_no_fast_decode():
