@@ -116,7 +116,13 @@ def train_folder(path):
     return train if os.path.isdir(train) else path
 
 
-def run_ours(train_dir, batch_size, workers, batches, jitter, preprocessing=True):
+def run_ours(train_dir, batch_size, workers, batches, jitter):
+    """(images/s, CPU ms per image of loader + DevicePreprocess on the CPU): as before, for tools/bench_gpu.py."""
+    img_s, loader_ms, preprocess_ms = measure_ours(train_dir, batch_size, workers, batches, jitter)
+    return img_s, loader_ms + preprocess_ms
+
+
+def measure_ours(train_dir, batch_size, workers, batches, jitter, preprocessing=True):
     """(images/s, loader CPU ms per image, DevicePreprocess CPU ms per image)."""
     loader, sampler = data.build_train_loader(train_dir, batch_size, workers, crop_size=224, seed=0)
     preprocess = data.DevicePreprocess(jitter=jitter)
@@ -229,8 +235,11 @@ def stage_costs(train_dir, count, batch_size, jitter):
 
 def worker_sweep(train_dir, batch_size, max_workers, batches, jitter):
     """Our loader's images/s (wall, no preprocessing) with 1 .. max_workers workers."""
-    return {str(workers): round(run_ours(train_dir, batch_size, workers, batches, jitter, preprocessing=False)[0], 1)
-            for workers in range(1, max_workers + 1)}
+    sweep = {}
+    for workers in range(1, max_workers + 1):
+        img_s = measure_ours(train_dir, batch_size, workers, batches, jitter, preprocessing=False)[0]
+        sweep[str(workers)] = round(img_s, 1)
+    return sweep
 
 
 def main(argv=None):
@@ -263,8 +272,8 @@ def main(argv=None):
             handle.read()
     ours, theirs = [], []
     for round_index in range(args.rounds):
-        img_s, loader_ms, preprocess_ms = run_ours(train_dir, args.batch_size, args.workers, args.batches,
-                                                   args.jitter)
+        img_s, loader_ms, preprocess_ms = measure_ours(train_dir, args.batch_size, args.workers, args.batches,
+                                                       args.jitter)
         ours.append((img_s, loader_ms, preprocess_ms))
         print("round {} ours         {:8.1f} img/s  {:6.2f} CPU ms/img loader + {:5.2f} DevicePreprocess on the CPU"
               .format(round_index, img_s, loader_ms, preprocess_ms))
