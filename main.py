@@ -5,7 +5,6 @@ optimizer, schedule and EMA, resume, loop over the epochs and save. Each step li
 (docs/architecture.md). Bad input ends with one line `error: <problem>` and exit status 2; Ctrl-C / SIGTERM exit
 130 and say which checkpoint is on disk (checkpoints are written atomically).
 """
-import inspect
 import os
 import signal
 import sys
@@ -156,7 +155,7 @@ def train(args, ctx, device, log):
     saver = ckpt.CheckpointSaver(args.output_dir, prefix=args.checkpoint_nameprefix, every=args.checkpoint_freq,
                                  best_acc1=best_acc1, enabled=is_main,
                                  meta={"arch": args.arch, "args": vars(args), "classes": data.classes})
-    if is_main and hasattr(files, "remove_stale_temps"):
+    if is_main:
         files.remove_stale_temps(args.output_dir)  # temp files of a write that a kill interrupted
     trained = model
     if ctx.world_size > 1:
@@ -193,10 +192,9 @@ class Data:
 def build_data(args, ctx, device):
     """Loaders of this rank's share (synthetic with --dummy) and the device-side preprocessing."""
     data, per_rank = data_module(), args.batch_size // ctx.world_size
-    preprocess_kwargs = {"jitter": args.color_jitter, "channels_last": args.channels_last}
-    if "seed" in inspect.signature(data.DevicePreprocess).parameters:  # the jitter's own generator (CONTRACTS 5)
-        preprocess_kwargs["seed"] = args.seed + ctx.rank
-    preprocess = data.DevicePreprocess(**preprocess_kwargs)
+    # the colour jitter draws from its own generator, keyed by (seed + rank, epoch): exact resume with any --workers
+    preprocess = data.DevicePreprocess(jitter=args.color_jitter, channels_last=args.channels_last,
+                                       seed=args.seed + ctx.rank)
     if args.dummy:
         num_classes = args.num_classes or 1000
         steps = args.steps_per_epoch or IMAGENET_TRAIN_IMAGES // args.batch_size
@@ -239,9 +237,9 @@ def steps_per_epoch(args, loader, world_size):
 
 def set_epoch(data, epoch):
     """Reseed what draws per epoch: the sampler's shuffle and the device-side colour jitter."""
-    for owner in (data.sampler, data.preprocess):
-        if owner is not None and hasattr(owner, "set_epoch"):
-            owner.set_epoch(epoch)
+    if data.sampler is not None:
+        data.sampler.set_epoch(epoch)
+    data.preprocess.set_epoch(epoch)
 
 
 def should_evaluate(epoch, args):

@@ -13,6 +13,15 @@ from training import augment, data
 from training.errors import UserError, run_cli
 
 
+@pytest.fixture(autouse=True, params=["fast", "pillow"])
+def decode_path(request, monkeypatch):
+    """Every test here runs with the fast decoder (simplejpeg + OpenCV, the default) and with it disabled."""
+    if request.param == "fast" and augment.fast_modules() is None:
+        pytest.skip("simplejpeg/opencv-python-headless not installed: only the Pillow path can run")
+    monkeypatch.setenv(augment.FAST_DECODE_ENV, "1" if request.param == "fast" else "0")
+    return request.param
+
+
 @pytest.fixture()
 def root(tmp_path):
     """3 classes x 8 train, 3 val images of 48x40."""
@@ -108,7 +117,8 @@ def test_train_batches_are_uint8_and_reproducible_with_any_worker_count(root):
     first = _batches(loader)
     assert len(first) == 4
     for images, targets, bad in first:
-        assert images.dtype == torch.uint8 and images.shape == (5, 3, 32, 32) and images.is_contiguous()
+        assert images.dtype == torch.uint8 and images.shape == (5, 3, 32, 32)
+        assert images.is_contiguous(memory_format=torch.channels_last)  # HWC samples copied as they are
         assert targets.dtype == torch.int64 and bad == 0
     again = _batches(loader)  # same epoch again: identical
     assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(first, again))
@@ -262,7 +272,7 @@ def test_synthetic_loader_yields_uint8_batches_on_the_device():
 # tools/bench_loader.py
 
 
-def test_bench_loader_makes_imagenet_like_data_and_prints_json(tmp_path, capsys):
+def test_bench_loader_makes_imagenet_like_data_and_prints_json(tmp_path, capsys, decode_path):
     import json
     import sys
 
@@ -279,11 +289,17 @@ def test_bench_loader_makes_imagenet_like_data_and_prints_json(tmp_path, capsys)
         assert image.format == "JPEG" and max(image.size) >= 400
     capsys.readouterr()
     assert bench_loader.main(["--data", root, "--workers", "0", "--batches", "1", "--batch-size", "4",
-                              "--rounds", "1"]) == 0
+                              "--rounds", "1", "--max-workers", "1"]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["workers"] == 0 and result["ours_img_s"] > 0 and result["torchvision_img_s"] > 0
+    assert result["fast_decode"] == (decode_path == "fast")
     assert result["ratio"] == pytest.approx(result["ours_img_s"] / result["torchvision_img_s"], rel=0.05)
-    assert sum(result["shares"].values()) == pytest.approx(1.0, abs=0.01)
+    ours_ms = result["ours_loader_cpu_ms_per_img"]
+    assert result["ratio_per_cpu_second"] == pytest.approx(result["torchvision_cpu_ms_per_img"] / ours_ms, rel=0.05)
+    stages = ["read", "header", "decode", "resize"] if decode_path == "fast" else ["read", "decode", "resize"]
+    assert list(result["stages_cpu_ms"]) == stages + ["collate", "device"]
+    assert all(value >= 0 for value in result["stages_cpu_ms"].values()) and result["stages_cpu_ms"]["decode"] > 0
+    assert list(result["workers_img_s"]) == ["1"] and result["workers_img_s"]["1"] > 0
     assert run_cli(bench_loader.main, ["--workers", "0"]) == 2  # no --data: one-line error, non-zero exit
     assert run_cli(bench_loader.main, ["--data", root, "--rounds", "0"]) == 2  # was a StatisticsError traceback
 
@@ -313,3 +329,91 @@ def test_jitter_factors_reach_the_device_unchanged():
     on_device_factors, on_device_order = data.upload_jitter(factors, order, torch.device("cpu"))
     assert torch.equal(on_device_factors, factors)
     assert torch.equal(on_device_order, order) and on_device_order.dtype == torch.int64
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Folder traps and missing fast-decode packages
+
+
+def test_symlink_loops_and_links_to_parents_add_no_images(root, caplog):
+    """A link to `..`, a link to the class itself and a link to another class: every image is listed once."""
+    train = os.path.join(root, "train")
+    before, _ = data.scan_folder(train)
+    os.symlink("..", os.path.join(train, "class_0", "up"))
+    os.symlink(".", os.path.join(train, "class_1", "self"))
+    os.symlink(os.path.join(train, "class_0"), os.path.join(train, "class_2", "other_class"))
+    os.makedirs(os.path.join(train, "class_2", "deep"))
+    os.symlink(os.path.join("..", ".."), os.path.join(train, "class_2", "deep", "loop"))
+    after, _ = data.scan_folder(train)
+    assert after == before
+    data.check_data_root(root)  # finishes: no endless walk
+
+
+def test_fifo_and_other_special_files_are_skipped_and_counted(root, caplog):
+    train = os.path.join(root, "train")
+    os.mkfifo(os.path.join(train, "class_0", "pipe.jpg"))  # opening it to read would block for good
+    os.mkfifo(os.path.join(train, "class_1", "pipe.png"))
+    with caplog.at_level(logging.WARNING, logger="training.data"):
+        samples, _ = data.scan_folder(train)
+    assert len(samples) == 24 and not any("pipe" in path for path, _ in samples)
+    assert "skipped 2 entries" in caplog.text and "not regular files" in caplog.text
+    loader, sampler = data.build_train_loader(train, 4, 2, crop_size=16, seed=0)
+    assert sum(images.shape[0] for images, _, _ in loader) == 24  # a full epoch, nothing hangs
+
+
+_BLOCKED = """
+import sys
+sys.modules["simplejpeg"] = None  # import raises ImportError, as when the package is not installed
+sys.modules["cv2"] = None
+from training import data
+loader, sampler = data.build_train_loader(sys.argv[1] + "/train", 4, 2, crop_size=24, seed=1)
+val = data.build_val_loader(sys.argv[1] + "/val", 4, 2, resize_size=28, crop_size=24)
+for batches in (loader, val):
+    for images, targets, bad in batches:
+        print(tuple(images.shape), images.dtype, bad)
+"""
+
+
+def test_missing_fast_packages_fall_back_with_one_warning_line(root, decode_path, monkeypatch):
+    """simplejpeg and cv2 blocked in a subprocess (2 workers): one warning line, batches of the same shapes and
+    dtype as with the packages present."""
+    import subprocess
+    import sys
+
+    monkeypatch.delenv(augment.FAST_DECODE_ENV, raising=False)
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    result = subprocess.run([sys.executable, "-c", _BLOCKED, root], cwd=repo, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(warnings) == 1 and warnings[0].startswith("warning: fast JPEG decoding off"), warnings
+    assert "pip install simplejpeg opencv-python-headless" in warnings[0]
+    expected = []
+    loader, _ = data.build_train_loader(os.path.join(root, "train"), 4, 0, crop_size=24, seed=1)
+    val = data.build_val_loader(os.path.join(root, "val"), 4, 0, resize_size=28, crop_size=24)
+    for batches in (loader, val):
+        expected += ["{} {} {}".format(tuple(images.shape), images.dtype, bad) for images, _, bad in batches]
+    assert result.stdout.splitlines() == expected
+
+
+class _OpenCVThreads(torch.utils.data.Dataset):
+    """Reports the OpenCV thread count of the process that reads each item."""
+
+    def __len__(self):
+        return 4
+
+    def __getitem__(self, index):
+        return augment.fast_modules()[1].getNumThreads()
+
+
+def test_opencv_uses_one_thread_per_process(root, decode_path):
+    if decode_path != "fast":
+        pytest.skip("OpenCV threads matter on the fast path only (this is the Pillow run of the same test)")
+    cv2 = augment.fast_modules()[1]
+    cv2.setNumThreads(4)
+    data.build_train_loader(os.path.join(root, "train"), 4, 0, crop_size=16)  # workers=0: decoding here
+    assert cv2.getNumThreads() == 1
+    cv2.setNumThreads(4)  # as a parent with more threads would fork its workers
+    loader = torch.utils.data.DataLoader(_OpenCVThreads(), batch_size=1, num_workers=2,
+                                         worker_init_fn=augment.init_worker)
+    assert [int(batch) for batch in loader] == [1, 1, 1, 1]
+    cv2.setNumThreads(1)

@@ -1,18 +1,25 @@
-"""Images/s of our training input pipeline against torchvision's standard one, on the same files, in one run.
+"""CPU cost and images/s of our training input pipeline against torchvision's standard one, on the same files.
 
-Ours: training/data.py's loader (header-size crop box, reduced JPEG decoding, one resize, uint8 collate) plus
-DevicePreprocess (float, colour jitter, normalization) on the CPU in this process: the work main.py does when
-the device is the CPU. torchvision: ImageFolder + RandomResizedCrop -> ColorJitter -> RandomHorizontalFlip ->
-ToTensor -> Normalize, default collate. The two alternate in rounds (the machine may be shared); the figures
-are medians. CPU seconds of this process and its workers are counted too, so the per-core cost is visible even
-when the main process and a worker run side by side.
+Ours: training/data.py's train loader (header-size crop box, DCT-scaled JPEG decoding with simplejpeg, one
+OpenCV warp, uint8 collate; Pillow where the fast path is off or refuses a file) plus DevicePreprocess (float,
+colour jitter, normalization), run on the CPU in this process as main.py does when the device is the CPU.
+torchvision: ImageFolder + RandomResizedCrop -> ColorJitter -> RandomHorizontalFlip -> ToTensor -> Normalize,
+default collate. The two alternate in rounds (the machine may be shared); figures are medians. CPU seconds of
+this process and its workers are counted, so the per-core cost is visible whatever the worker count:
+
+- `ratio_per_cpu_second`: torchvision's CPU ms per image / our loader's (decode .. collate): our CPU work when
+  the model runs on an accelerator (normalization and jitter run there);
+- `ratio_per_cpu_second_with_cpu_preprocess`: the same with DevicePreprocess on the CPU added to ours;
+- `stages_cpu_ms`: our per-image CPU ms per stage in one process (read, header, decode, resize, collate, device);
+- `workers_img_s`: our loader's images/s (no preprocessing) with 1 .. --max-workers workers.
 
     python tools/bench_loader.py --make-data /tmp/bench_data --count 1000
-    python tools/bench_loader.py --data /tmp/bench_data --workers 1 --batches 20
+    python tools/bench_loader.py --data /tmp/bench_data --workers 0 --batches 20 --rounds 5
 
-The last line is one JSON object (ours_img_s, torchvision_img_s, ratio, workers, ...).
+`SHUFFLENET_FAST_DECODE=0` measures the Pillow path. The last line is one JSON object.
 """
 import argparse
+import io
 import json
 import os
 import random
@@ -111,14 +118,39 @@ def train_folder(path):
 
 
 def run_ours(train_dir, batch_size, workers, batches, jitter):
+    """(images/s, CPU ms per image of loader + DevicePreprocess on the CPU): as before, for tools/bench_gpu.py."""
+    img_s, loader_ms, preprocess_ms = measure_ours(train_dir, batch_size, workers, batches, jitter)
+    return img_s, loader_ms + preprocess_ms
+
+
+def measure_ours(train_dir, batch_size, workers, batches, jitter, preprocessing=True):
+    """(images/s, loader CPU ms per image, DevicePreprocess CPU ms per image)."""
     loader, sampler = data.build_train_loader(train_dir, batch_size, workers, crop_size=224, seed=0)
     preprocess = data.DevicePreprocess(jitter=jitter)
+    spent = [0.0]
 
     def work(batch):
-        preprocess(batch[0], train=True)
+        if preprocessing:
+            start = time.process_time()
+            preprocess(batch[0], train=True)
+            spent[0] += time.process_time() - start
 
     pids = lambda: _worker_pids(getattr(loader.loader, "_iterator", None))  # noqa: E731
-    return _measure(_endless(loader, sampler), batches, batch_size, work, pids)
+    batches_iter = _endless(loader, sampler)
+    work(next(batches_iter))  # warm-up (worker start-up), not counted
+    spent[0] = 0.0
+    img_s, cpu_ms = _measure_after_warmup(batches_iter, batches, batch_size, work, pids)
+    preprocess_ms = spent[0] * 1000.0 / (batches * batch_size)
+    return img_s, cpu_ms - preprocess_ms, preprocess_ms
+
+
+def _measure_after_warmup(batches, count, batch_size, work, pids):
+    start_wall, start_cpu = time.perf_counter(), _cpu_seconds(pids())
+    for _ in range(count):
+        work(next(batches))
+    wall = time.perf_counter() - start_wall
+    cpu = _cpu_seconds(pids()) - start_cpu
+    return count * batch_size / wall, cpu * 1000.0 / (count * batch_size)
 
 
 def run_torchvision(train_dir, batch_size, workers, batches, jitter):
@@ -135,42 +167,80 @@ def run_torchvision(train_dir, batch_size, workers, batches, jitter):
     return _measure(_endless(loader), batches, batch_size, lambda batch: None, pids)
 
 
-def stage_shares(train_dir, count, batch_size, jitter):
-    """Where our CPU time goes, in this process on `count` images: decode, resize+flip, collate, device work.
+class StageClock:
+    """CPU seconds per named stage (process time: other processes on a shared machine do not count)."""
 
-    CPU time, not wall time, so other processes on a shared machine do not distort the shares."""
+    def __init__(self):
+        self.seconds = {}
+        self._start = None
+
+    def start(self):
+        self._start = time.process_time()
+
+    def lap(self, name):
+        now = time.process_time()
+        self.seconds[name] = self.seconds.get(name, 0.0) + now - self._start
+        self._start = now
+
+
+def _one_sample(path, rng, clock):
+    """One training sample, timed stage by stage, on the path the loader takes for this file."""
+    modules = augment.fast_modules() if augment.fast_decode_enabled() else None
+    clock.start()
+    with open(path, "rb") as handle:
+        raw = handle.read()
+    clock.lap("read")
+    size = augment.jpeg_size(raw, modules[0]) if modules else None
+    if size is None:
+        image, box = augment.open_reduced(io.BytesIO(raw), lambda w, h: _train_box(w, h, rng), 224)
+        clock.lap("decode")  # Pillow: header and decode in one
+        out = augment.resize_box(image, box, 224, flip=rng.random() < 0.5)
+        clock.lap("resize")
+        return out
+    box = _train_box(size[0], size[1], rng)
+    reduction = augment.dct_reduction(size[0], size[1], box, 224)
+    clock.lap("header")
+    decoded = augment.scaled_decode(raw, size, reduction, modules[0])
+    clock.lap("decode")
+    out = augment.warp_box(decoded, tuple(v / float(reduction) for v in box), 224, modules[1])
+    out = out[:, ::-1] if rng.random() < 0.5 else out
+    clock.lap("resize")
+    return out
+
+
+def _train_box(width, height, rng):
+    left, top, crop_w, crop_h = augment.random_crop_box(width, height, rng)
+    return left, top, left + crop_w, top + crop_h
+
+
+def stage_costs(train_dir, count, batch_size, jitter):
+    """Our CPU ms per image per stage, in this process on `count` images: read, header, decode, resize (+flip),
+    collate, device (DevicePreprocess on the CPU)."""
     samples, _ = data.scan_folder(train_dir)
     rng = random.Random(0)
     paths = [samples[rng.randrange(len(samples))][0] for _ in range(count)]
-
-    def box_fn(width, height):
-        left, top, crop_w, crop_h = augment.random_crop_box(width, height, rng)
-        return left, top, left + crop_w, top + crop_h
-
-    seconds = {"decode": 0.0, "resize": 0.0, "collate": 0.0, "device": 0.0}
-    items = []
-    for path in paths:
-        start = time.process_time()
-        image, box = augment.open_reduced(path, box_fn, 224)
-        middle = time.process_time()
-        out = augment.resize_box(image, box, 224, flip=rng.random() < 0.5)
-        items.append((np.asarray(out), 0, [], None))
-        seconds["decode"] += middle - start
-        seconds["resize"] += time.process_time() - middle
+    clock = StageClock()
+    items = [(np.asarray(_one_sample(path, rng, clock)), 0, [], None) for path in paths]
     preprocess = data.DevicePreprocess(jitter=jitter)
     batched = 0
     for first in range(0, len(items) - batch_size + 1, batch_size):
-        start = time.process_time()
+        clock.start()
         images = data.collate(items[first:first + batch_size])[0]
-        middle = time.process_time()
+        clock.lap("collate")
         preprocess(images, train=True)
-        seconds["collate"] += middle - start
-        seconds["device"] += time.process_time() - middle
+        clock.lap("device")
         batched += batch_size
-    per_image = {name: value / (count if name in ("decode", "resize") else max(1, batched))
-                 for name, value in seconds.items()}
-    total = sum(per_image.values())
-    return {name: round(value / total, 3) for name, value in per_image.items()}, total
+    return {name: round(value * 1000.0 / (max(1, batched) if name in ("collate", "device") else count), 3)
+            for name, value in clock.seconds.items()}
+
+
+def worker_sweep(train_dir, batch_size, max_workers, batches, jitter):
+    """Our loader's images/s (wall, no preprocessing) with 1 .. max_workers workers."""
+    sweep = {}
+    for workers in range(1, max_workers + 1):
+        img_s = measure_ours(train_dir, batch_size, workers, batches, jitter, preprocessing=False)[0]
+        sweep[str(workers)] = round(img_s, 1)
+    return sweep
 
 
 def main(argv=None):
@@ -183,7 +253,11 @@ def main(argv=None):
     parser.add_argument("--jitter", type=float, default=0.2, help="ColorJitter strength (ModelZoo 0.2)")
     parser.add_argument("--make-data", metavar="DIR", help="write ImageNet-like JPEGs to DIR and exit")
     parser.add_argument("--count", type=int, default=1000, help="images for --make-data")
+    parser.add_argument("--max-workers", type=int, default=0,
+                        help="also measure our loader's img/s with 1 .. N workers (0: skip)")
     args = parser.parse_args(argv)
+    if args.max_workers < 0 or args.workers < 0:
+        raise UserError("--workers and --max-workers must be 0 or more")
     for name, value in (("--batches", args.batches), ("--rounds", args.rounds), ("--count", args.count)):
         if value < 1:
             raise UserError("{} must be at least 1, got {}".format(name, value))
@@ -199,27 +273,39 @@ def main(argv=None):
             handle.read()
     ours, theirs = [], []
     for round_index in range(args.rounds):
-        for name, runner, results in (("ours", run_ours, ours), ("torchvision", run_torchvision, theirs)):
-            img_s, cpu_ms = runner(train_dir, args.batch_size, args.workers, args.batches, args.jitter)
-            results.append((img_s, cpu_ms))
-            print("round {} {:<12} {:8.1f} img/s  {:6.2f} CPU ms/img".format(round_index, name, img_s, cpu_ms))
-    shares, seconds = stage_shares(train_dir, min(256, 4 * args.batch_size), args.batch_size, args.jitter)
-    print("ours, one process: {:.2f} CPU ms/img; shares: {}".format(
-        seconds * 1000, ", ".join("{} {:.0%}".format(k, v) for k, v in shares.items())))
-    ratios = [o[0] / t[0] for o, t in zip(ours, theirs)]
-    cpu_ratios = [t[1] / o[1] for o, t in zip(ours, theirs) if o[1] > 0]
+        img_s, loader_ms, preprocess_ms = measure_ours(train_dir, args.batch_size, args.workers, args.batches,
+                                                       args.jitter)
+        ours.append((img_s, loader_ms, preprocess_ms))
+        print("round {} ours         {:8.1f} img/s  {:6.2f} CPU ms/img loader + {:5.2f} DevicePreprocess on the CPU"
+              .format(round_index, img_s, loader_ms, preprocess_ms))
+        img_s, cpu_ms = run_torchvision(train_dir, args.batch_size, args.workers, args.batches, args.jitter)
+        theirs.append((img_s, cpu_ms))
+        print("round {} torchvision  {:8.1f} img/s  {:6.2f} CPU ms/img".format(round_index, img_s, cpu_ms))
+    stages = stage_costs(train_dir, min(256, 4 * args.batch_size), args.batch_size, args.jitter)
+    print("ours, one process, CPU ms/img per stage: {}".format(", ".join(
+        "{} {:.3f}".format(name, value) for name, value in stages.items())))
+    sweep = worker_sweep(train_dir, args.batch_size, args.max_workers, args.batches, args.jitter) \
+        if args.max_workers else {}
+    for workers, img_s in sweep.items():
+        print("ours, loader only, {} workers: {:8.1f} img/s".format(workers, img_s))
+    median = statistics.median
     result = {
-        "ours_img_s": round(statistics.median(o[0] for o in ours), 1),
-        "torchvision_img_s": round(statistics.median(t[0] for t in theirs), 1),
-        "ratio": round(statistics.median(ratios), 2),
+        "fast_decode": augment.fast_decode_enabled(),
+        "ours_img_s": round(median(o[0] for o in ours), 1),
+        "torchvision_img_s": round(median(t[0] for t in theirs), 1),
+        "ratio": round(median(o[0] / t[0] for o, t in zip(ours, theirs)), 2),
         "workers": args.workers,
         "batch_size": args.batch_size,
         "batches": args.batches,
         "rounds": args.rounds,
-        "ours_cpu_ms_per_img": round(statistics.median(o[1] for o in ours), 2),
-        "torchvision_cpu_ms_per_img": round(statistics.median(t[1] for t in theirs), 2),
-        "ratio_per_cpu_second": round(statistics.median(cpu_ratios), 2) if cpu_ratios else None,
-        "shares": shares,
+        "ours_loader_cpu_ms_per_img": round(median(o[1] for o in ours), 3),
+        "ours_cpu_preprocess_ms_per_img": round(median(o[2] for o in ours), 3),
+        "torchvision_cpu_ms_per_img": round(median(t[1] for t in theirs), 3),
+        "ratio_per_cpu_second": round(median(t[1] / max(o[1], 1e-9) for o, t in zip(ours, theirs)), 2),
+        "ratio_per_cpu_second_with_cpu_preprocess": round(
+            median(t[1] / max(o[1] + o[2], 1e-9) for o, t in zip(ours, theirs)), 2),
+        "stages_cpu_ms": stages,
+        "workers_img_s": sweep,
     }
     print(json.dumps(result))
     return 0

@@ -1,28 +1,31 @@
-"""The data room: image folders, samplers, uint8 loaders, synthetic data and the device-side preprocessing.
+"""The data room: image folders, samplers, uint8 loaders and synthetic data (DevicePreprocess and upload_jitter
+live in training/augment.py with the rest of the augmentation and are re-exported here).
 
-Loaders yield `(images, targets, bad)`: uint8 `[B, 3, H, W]`, int64 `[B]`, and the number of unreadable files
-replaced by other samples in this batch. Workers only decode, crop, resize and flip (training/augment.py);
+Loaders yield `(images, targets, bad)`: uint8 `[B, 3, H, W]` (channels-last memory), int64 `[B]`, and the number
+of unreadable files replaced by other samples in this batch. Workers only decode, crop, resize and flip
+(training/augment.py);
 float conversion, colour jitter and normalization happen on the device (`DevicePreprocess`: batched on an
 accelerator, image by image in the main process on the CPU), which keeps the per-image CPU cost low and the
 bytes moved four times smaller than float batches.
 
 Randomness: the sampler (main process) draws a seed for every sample from (seed, epoch, position), so the
 augmentation of a sample does not depend on the number of workers, and runs repeat exactly for a fixed seed.
+The colour jitter factors come from DevicePreprocess's own (seed, epoch) generator.
 """
 import logging
 import os
 import random
+import stat
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from training import augment
+from training.augment import MEAN, STD, DevicePreprocess, upload_jitter  # noqa: F401 (public names of this module)
 from training.errors import UserError
 
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".pbm", ".tif", ".tiff", ".webp", ".gif")
-MEAN = (0.485, 0.456, 0.406)  # ImageNet, 0..1 scale
-STD = (0.229, 0.224, 0.225)
 MAX_REPLACEMENTS = 10  # unreadable files tried in a row for one sample before giving up
 
 logger = logging.getLogger(__name__)
@@ -45,17 +48,48 @@ def _class_folders(root):
     return sorted(n for n in names if not n.startswith(".") and os.path.isdir(os.path.join(root, n)))
 
 
-def list_images(folder):
-    """(sorted image paths under folder, recursively; number of visible non-image files skipped). Also used by
-    tools/demo.py to expand a folder argument."""
-    paths, skipped = [], 0
+def _walk_once(folder, others=()):
+    """os.walk that follows symlinked folders but reads each real folder once: a folder already read, an
+    ancestor of `folder` (a link to `..` or a loop) and the real folders in `others` (the other classes) are
+    not entered. Yields `(dirpath, sorted filenames)`."""
+    top = os.path.realpath(folder)
+    seen = set()
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        real = os.path.realpath(dirpath)
+        inside = real == top or not (top + os.sep).startswith(real.rstrip(os.sep) + os.sep)
+        if real in seen or real in others or not inside:
+            dirnames[:] = []
+            continue
+        seen.add(real)
         dirnames.sort()
-        for name in sorted(filenames):
+        yield dirpath, sorted(filenames)
+
+
+def _is_regular_file(path):
+    """True for a regular file (or a link to one): FIFOs, sockets and devices would block or mislead a reader."""
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:  # a dangling link: listed, so that the loader names it as unreadable
+        return True
+
+
+def list_images(folder, counts=None, others=()):
+    """(sorted image paths under folder, recursively; number of visible non-image files skipped). Also used by
+    tools/demo.py to expand a folder argument. Each real folder is read once (`others`: real folders not to
+    enter, e.g. the other classes); entries with an image extension
+    that are not regular files (FIFOs, sockets, devices) are skipped and counted in `counts["special"]`."""
+    paths, skipped = [], 0
+    for dirpath, filenames in _walk_once(folder, others):
+        for name in filenames:
             if name.startswith("."):
                 continue
-            if _is_image(name):
-                paths.append(os.path.join(dirpath, name))
+            path = os.path.join(dirpath, name)
+            if not _is_image(name):
+                skipped += 1
+            elif _is_regular_file(path):
+                paths.append(path)
+            elif counts is not None:
+                counts["special"] = counts.get("special", 0) + 1
             else:
                 skipped += 1
     return paths, skipped
@@ -63,8 +97,9 @@ def list_images(folder):
 
 def _has_image(folder):
     """True as soon as one image file is found (cheap on ImageNet-sized folders)."""
-    for _, _, filenames in os.walk(folder, followlinks=True):
-        if any(_is_image(n) and not n.startswith(".") for n in filenames):
+    for dirpath, filenames in _walk_once(folder):
+        if any(_is_image(n) and not n.startswith(".") and _is_regular_file(os.path.join(dirpath, n))
+               for n in filenames):
             return True
     return False
 
@@ -82,9 +117,13 @@ def list_classes(root):
 def scan_folder(root):
     """`(samples, classes)`: samples are (path, class index) in sorted order; UserError for an empty class."""
     classes = list_classes(root)
-    samples, skipped = [], 0
+    samples, skipped, counts = [], 0, {}
+    real_folders = set(os.path.realpath(os.path.join(root, name)) for name in classes)
+    real_folders.add(os.path.realpath(root))
     for index, name in enumerate(classes):
-        paths, skipped_here = list_images(os.path.join(root, name))
+        folder = os.path.join(root, name)
+        others = real_folders - {os.path.realpath(folder)}
+        paths, skipped_here = list_images(folder, counts, others)
         if not paths:
             raise UserError("empty class folder (no {} files): {}".format(
                 "/".join(e[1:] for e in IMG_EXTENSIONS[:3]), os.path.join(root, name)))
@@ -92,6 +131,9 @@ def scan_folder(root):
         skipped += skipped_here
     if skipped:
         logger.warning("warning: skipped %d files without an image extension under %s", skipped, root)
+    if counts.get("special"):
+        logger.warning("warning: skipped %d entries under %s that are not regular files (FIFOs, sockets, devices)",
+                       counts["special"], root)
     return samples, classes
 
 
@@ -183,16 +225,19 @@ def _one_line(exc, path=None):
 
 
 def collate(items):
-    """Stack samples into `(uint8 [B, 3, H, W], int64 [B], bad (path, reason) list, first error or None)`."""
+    """Stack samples into `(uint8 [B, 3, H, W], int64 [B], bad (path, reason) list, first error or None)`.
+
+    The images keep the samples' HWC layout (a channels-last [B, 3, H, W] view): one plain copy per image here,
+    the layout change happens in DevicePreprocess's float conversion on the device.
+    """
     errors = [item[3] for item in items if item[3]]
     bad = [entry for item in items for entry in item[2]]
     if errors:
         return None, None, bad, errors[0]
-    first = items[0][0]
-    images = torch.empty((len(items), 3) + first.shape[:2], dtype=torch.uint8)
-    array = images.numpy()
+    array = np.empty((len(items),) + items[0][0].shape, dtype=np.uint8)
     for i, item in enumerate(items):
-        array[i] = item[0].transpose(2, 0, 1)
+        array[i] = item[0]
+    images = torch.from_numpy(array).permute(0, 3, 1, 2)
     targets = torch.tensor([item[1] for item in items], dtype=torch.int64)
     return images, targets, bad, None
 
@@ -304,9 +349,11 @@ def _check_crop(crop_size, resize_size=None):
 
 
 def _data_loader(dataset, sampler, batch_size, workers, pin_memory, drop_last):
+    augment.warn_if_no_fast_decode()
+    augment.init_worker()  # workers=0 decodes here: one OpenCV thread in this process too
     loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
                         collate_fn=collate, pin_memory=pin_memory, drop_last=drop_last,
-                        persistent_workers=workers > 0)
+                        persistent_workers=workers > 0, worker_init_fn=augment.init_worker if workers else None)
     return BatchLoader(loader)
 
 
@@ -338,6 +385,7 @@ def build_val_loader(root, batch_size, workers, resize_size=256, crop_size=224, 
 def load_val_image(path, resize_size=256, crop_size=224):
     """One image decoded exactly as in validation: uint8 `[3, crop, crop]` (for tools: predict, export checks)."""
     _check_crop(crop_size, resize_size)
+    augment.warn_if_no_fast_decode()
     try:
         image = augment.val_image(path, resize_size, crop_size)
     except FileNotFoundError:
@@ -345,74 +393,6 @@ def load_val_image(path, resize_size=256, crop_size=224):
     except Exception as exc:
         raise UserError("unreadable image {}: {}".format(path, _one_line(exc, path))) from None
     return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Device side
-
-
-def upload_jitter(factors, order, device):
-    """Factors `[B, 3]` and order `[B, 3]` to the device in one pinned, non-blocking copy: a plain copy from pageable
-    memory would make the host wait for the accelerator on every training step."""
-    packed = torch.cat([factors, order.to(factors.dtype)], dim=1)
-    try:
-        packed = packed.pin_memory()
-    except RuntimeError:  # no pinned memory on this machine/backend: the copy blocks, the values are the same
-        pass
-    packed = packed.to(device, non_blocking=True)
-    return packed[:, :3], packed[:, 3:].long()
-
-
-class DevicePreprocess:
-    """uint8 batch on the device -> normalized float32, with per-image colour jitter when training.
-
-    Works in the 0..255 scale (mean/std of ImageNet times 255), so uint8 -> float needs no division.
-    `jitter` is the ColorJitter strength for brightness, contrast and saturation (0.2 ModelZoo, 0.4 paper
-    recipe); `generator` (a CPU torch.Generator) makes the random factors reproducible.
-    """
-
-    def __init__(self, jitter=0.2, channels_last=False, generator=None):
-        if jitter < 0:
-            raise UserError("colour jitter must be 0 or more, got {}".format(jitter))
-        self.jitter = float(jitter)
-        self.channels_last = channels_last
-        self.generator = generator
-        self._stats = {}
-
-    def _mean_std(self, device):
-        key = str(device)
-        if key not in self._stats:
-            mean = torch.tensor([255.0 * m for m in MEAN], device=device).view(1, 3, 1, 1)
-            inv_std = torch.tensor([1.0 / (255.0 * s) for s in STD], device=device).view(1, 3, 1, 1)
-            self._stats[key] = (mean, inv_std)
-        return self._stats[key]
-
-    def __call__(self, images, train):
-        jitter = train and self.jitter > 0
-        if jitter:
-            factors, order = augment.sample_jitter(images.shape[0], self.jitter, self.generator)
-        mean, inv_std = self._mean_std(images.device)
-        out = torch.empty(images.shape, dtype=torch.float32, device=images.device)
-        if images.device.type == "cpu":
-            # One image at a time stays in the cache: about twice as fast as whole-batch passes on a CPU.
-            factor_rows = factors.tolist() if jitter else None
-            order_rows = order.tolist() if jitter else None
-            mean, inv_std = mean[0], inv_std[0]  # [3, 1, 1]: broadcast over one image
-            for i in range(images.shape[0]):
-                image = out[i]
-                image.copy_(images[i])
-                if jitter:
-                    augment.color_jitter_one_(image, factor_rows[i], order_rows[i], bound=255.0)
-                image.sub_(mean).mul_(inv_std)
-        else:
-            out.copy_(images)
-            if jitter:
-                factors, order = upload_jitter(factors, order, images.device)
-                augment.color_jitter_(out, factors, order, bound=255.0)
-            out.sub_(mean).mul_(inv_std)
-        if self.channels_last:
-            out = out.contiguous(memory_format=torch.channels_last)
-        return out
 
 
 class SyntheticLoader:
