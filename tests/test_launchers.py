@@ -20,7 +20,7 @@ import time
 
 import pytest
 
-from training import options
+from training import options as main_options
 from tests.datasets import make_image_folder
 from training import checkpoint as ckpt
 from training import launcher
@@ -246,7 +246,7 @@ def planned(args, mode="full", scale="8p", probe=None, environ=None, machine="x8
     nprocs, device_ids = launcher.choose_processes(options, probe)
     plan = launcher.Launch(options, probe, nprocs, device_ids, say=lambda message: None)
     specs = plan.specs(passthrough, environ, machine=machine)
-    parsed = [vars(options.parse_args(spec.argv[2:])) for spec in specs]
+    parsed = [vars(main_options.parse_args(spec.argv[2:])) for spec in specs]
     return plan, specs, parsed
 
 
@@ -430,7 +430,7 @@ def recorded_calls(log_path):
 
 def effective(call):
     """What the real main.py makes of the recorded command line (recipe defaults, then the explicit flags)."""
-    return vars(options.parse_args(call["argv"]))
+    return vars(main_options.parse_args(call["argv"]))
 
 
 def test_defaults_are_the_originals_and_precision_maps_to_amp(fake_repo):
