@@ -243,7 +243,7 @@ def worker_sweep(train_dir, batch_size, max_workers, batches, jitter):
     return sweep
 
 
-def main(argv=None):
+def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", help="an image folder root with train/ (or a train folder itself)")
     parser.add_argument("--workers", type=int, default=1)
@@ -261,16 +261,11 @@ def main(argv=None):
     for name, value in (("--batches", args.batches), ("--rounds", args.rounds), ("--count", args.count)):
         if value < 1:
             raise UserError("{} must be at least 1, got {}".format(name, value))
-    if args.make_data:
-        make_data(args.make_data, args.count)
-        return 0
-    if not args.data:
-        raise UserError("give --data DIR (or --make-data DIR first)")
-    train_dir = train_folder(args.data)
-    torch.set_num_threads(1)  # per-core figures: the device-side work on the CPU uses one core
-    for path, _ in data.scan_folder(train_dir)[0]:  # read every file once so both pipelines find it cached
-        with open(path, "rb") as handle:
-            handle.read()
+    return args
+
+
+def alternating_rounds(args, train_dir):
+    """([(img/s, loader CPU ms/img, CPU-preprocess ms/img)] ours, [(img/s, CPU ms/img)] torchvision), interleaved."""
     ours, theirs = [], []
     for round_index in range(args.rounds):
         img_s, loader_ms, preprocess_ms = measure_ours(train_dir, args.batch_size, args.workers, args.batches,
@@ -281,15 +276,12 @@ def main(argv=None):
         img_s, cpu_ms = run_torchvision(train_dir, args.batch_size, args.workers, args.batches, args.jitter)
         theirs.append((img_s, cpu_ms))
         print("round {} torchvision  {:8.1f} img/s  {:6.2f} CPU ms/img".format(round_index, img_s, cpu_ms))
-    stages = stage_costs(train_dir, min(256, 4 * args.batch_size), args.batch_size, args.jitter)
-    print("ours, one process, CPU ms/img per stage: {}".format(", ".join(
-        "{} {:.3f}".format(name, value) for name, value in stages.items())))
-    sweep = worker_sweep(train_dir, args.batch_size, args.max_workers, args.batches, args.jitter) \
-        if args.max_workers else {}
-    for workers, img_s in sweep.items():
-        print("ours, loader only, {} workers: {:8.1f} img/s".format(workers, img_s))
+    return ours, theirs
+
+
+def summary(args, ours, theirs, stages, sweep):
     median = statistics.median
-    result = {
+    return {
         "fast_decode": augment.fast_decode_enabled(),
         "ours_img_s": round(median(o[0] for o in ours), 1),
         "torchvision_img_s": round(median(t[0] for t in theirs), 1),
@@ -307,7 +299,29 @@ def main(argv=None):
         "stages_cpu_ms": stages,
         "workers_img_s": sweep,
     }
-    print(json.dumps(result))
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.make_data:
+        make_data(args.make_data, args.count)
+        return 0
+    if not args.data:
+        raise UserError("give --data DIR (or --make-data DIR first)")
+    train_dir = train_folder(args.data)
+    torch.set_num_threads(1)  # per-core figures: the device-side work on the CPU uses one core
+    for path, _ in data.scan_folder(train_dir)[0]:  # read every file once so both pipelines find it cached
+        with open(path, "rb") as handle:
+            handle.read()
+    ours, theirs = alternating_rounds(args, train_dir)
+    stages = stage_costs(train_dir, min(256, 4 * args.batch_size), args.batch_size, args.jitter)
+    print("ours, one process, CPU ms/img per stage: {}".format(", ".join(
+        "{} {:.3f}".format(name, value) for name, value in stages.items())))
+    sweep = worker_sweep(train_dir, args.batch_size, args.max_workers, args.batches, args.jitter) \
+        if args.max_workers else {}
+    for workers, img_s in sweep.items():
+        print("ours, loader only, {} workers: {:8.1f} img/s".format(workers, img_s))
+    print(json.dumps(summary(args, ours, theirs, stages, sweep)))
     return 0
 
 
