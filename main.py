@@ -55,6 +55,9 @@ def main(argv=None):
     except UserError as exc:
         print("error: {}".format(exc), file=sys.stderr, flush=True)
         return EXIT_USER_ERROR
+    except distributed.RendezvousInterrupted as exc:  # every waiting process says what it waited for
+        print("error: {}".format(exc), file=sys.stderr, flush=True)
+        return EXIT_INTERRUPTED
     except KeyboardInterrupt as exc:
         rank = (launch.ranks[0] if launch else {}).get("RANK", os.environ.get("RANK", "0"))
         if rank == "0":  # the writer of the checkpoints speaks; the other ranks stop quietly
@@ -96,7 +99,8 @@ def run_process(args, device_type):
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // ctx.local_world_size))
     index = distributed.device_index(args, ctx)
     device = devices.set_device(device_type, index)
-    distributed.init_process_group(ctx, args.dist_backend or devices.default_backend(device_type))
+    distributed.init_process_group(ctx, args.dist_backend or devices.default_backend(device_type),
+                                   timeout_seconds=args.dist_timeout)
     try:
         train(args, ctx, device, logs.Logger(device_type, index, enabled=ctx.rank == 0))
     finally:

@@ -112,6 +112,9 @@ def build_parser():
                    help="number of devices (processes) per node")
     g.add_argument("--local_rank", "--local-rank", dest="local_rank", type=int, default=-1,
                    help="rank on this node, for launchers that start each process themselves")
+    g.add_argument("--dist-timeout", type=float, default=distributed.DEFAULT_TIMEOUT_SECONDS, metavar="SECONDS",
+                   help="how long a process waits for the others to join the process group, and for a collective, "
+                        "before it stops with an error")
 
     g = p.add_argument_group("logging, evaluation and checkpoints")
     g.add_argument("-p", "--print-freq", type=int, default=10, help="print a step line every N iterations")
