@@ -18,7 +18,7 @@ import torch
 import models
 from training import checkpoint as ckpt
 from training import device as devices
-from training import distributed, engine, files, logs, optim, precision
+from training import distributed, engine, files, finite, logs, optim, precision
 from training.bn_recalibration import recalibrate_models
 from training.ema import ModelEma
 from training.errors import EXIT_INTERRUPTED, EXIT_USER_ERROR, UserError
@@ -154,15 +154,22 @@ def train(args, ctx, device, log):
     for epoch in range(start_epoch, args.epochs):
         set_epoch(data, epoch)
         engine.train_one_epoch(trained, data.train, loop, opt, epoch=epoch, steps=steps)
+        finite.check_weights(weight_sets(model, ema), epochs_done=epoch + 1, base_lr=args.lr)  # before any file
         acc1 = engine.evaluate(model, ema, data.val, loop, epoch=epoch) if should_evaluate(epoch, args) else None
         saver.save(epoch + 1, acc1, model=model, optimizer=optimizer, amp=amp, ema=ema)
     if args.bn_recalibrate:
         set_epoch(data, args.epochs)
-        used = recalibrate_models([model] + ([ema.module] if ema is not None else []), data.train,
+        used = recalibrate_models(weight_sets(model, ema), data.train,
                                   preprocess=data.preprocess, num_batches=args.bn_recalibrate)
         log("=> BatchNorm statistics recomputed over {} batches".format(used))
         acc1 = engine.evaluate(model, ema, data.val, loop, epoch=args.epochs)
+        finite.check_weights(weight_sets(model, ema), epochs_done=args.epochs, base_lr=args.lr)
         saver.save(args.epochs, acc1, model=model, optimizer=optimizer, amp=amp, ema=ema)
+
+
+def weight_sets(model, ema):
+    """The model and its EMA copy, when there is one."""
+    return [model] + ([ema.module] if ema is not None else [])
 
 
 def data_module():
