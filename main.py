@@ -131,6 +131,8 @@ def train(args, ctx, device, log):
     # the first file this run writes (a failed start above leaves an earlier run's metrics.jsonl as it was)
     metrics = logs.MetricsWriter(os.path.join(args.output_dir, "metrics.jsonl"), enabled=is_main,
                                  append=bool(args.resume) or args.evaluate)
+    if args.resume and not args.evaluate:  # readers drop the records of epochs >= this one written before it
+        metrics.write({"kind": "resume", "epoch": start_epoch})
     loop = engine.Loop(criterion=engine.build_criterion(args.label_smoothing).to(device), amp=amp,
                        preprocess=data.preprocess, device=device, log=log, metrics=metrics,
                        print_freq=args.print_freq, world_size=ctx.world_size)
