@@ -23,6 +23,7 @@ from training.bn_recalibration import recalibrate_models
 from training.ema import ModelEma
 from training.errors import EXIT_INTERRUPTED, EXIT_USER_ERROR, UserError
 from training.supervisor import ProcessSpec, supervise
+from training.worker_signals import quiet_workers
 
 IMAGENET_TRAIN_IMAGES = 1281167
 SPAWN_FLAG = "--multiprocessing-distributed"
@@ -208,6 +209,8 @@ def build_data(args, ctx, device):
                                              seed=args.seed, scale=args.train_crop_scale, **shared)
     val = data.build_val_loader(val_dir, per_rank, args.workers, resize_size=args.val_resize_size,
                                 crop_size=args.val_crop_size, **shared)
+    for loader in (train, val):  # Ctrl-C is the parent's to handle (training/worker_signals.py)
+        quiet_workers(loader)
     classes = list(train.dataset.classes)
     if args.num_classes is not None and args.num_classes < len(classes):
         raise UserError("--num-classes {} is smaller than the {} class folders in {}".format(
