@@ -43,7 +43,7 @@ def finish(process, timeout):
     return lines[0]
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_a_lone_rank_stops_on_a_signal_with_one_line(signum, tmp_path):
     port = distributed.free_port()
     process = start(["--world-size", "2", "--rank", "0", "--port", str(port)], tmp_path)
