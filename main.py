@@ -17,7 +17,7 @@ import torch
 import models
 from training import checkpoint as ckpt
 from training import device as devices
-from training import distributed, engine, files, logs, optim, precision
+from training import distributed, engine, files, finite, logs, optim, precision
 from training.bn_recalibration import recalibrate_models
 from training.ema import ModelEma
 from training.errors import EXIT_INTERRUPTED, EXIT_USER_ERROR, UserError
@@ -56,6 +56,9 @@ def main(argv=None):
     except UserError as exc:
         print("error: {}".format(exc), file=sys.stderr, flush=True)
         return EXIT_USER_ERROR
+    except distributed.RendezvousInterrupted as exc:  # every waiting process says what it waited for
+        print("error: {}".format(exc), file=sys.stderr, flush=True)
+        return EXIT_INTERRUPTED
     except KeyboardInterrupt as exc:
         rank = (launch.ranks[0] if launch else {}).get("RANK", os.environ.get("RANK", "0"))
         if rank == "0":  # the writer of the checkpoints speaks; the other ranks stop quietly
@@ -110,7 +113,8 @@ def run_process(args, device_type):
         torch.set_num_threads(supervisor.threads_per_process(ctx.local_world_size))
     index = distributed.device_index(args, ctx)
     device = devices.set_device(device_type, index)
-    distributed.init_process_group(ctx, args.dist_backend or devices.default_backend(device_type))
+    distributed.init_process_group(ctx, args.dist_backend or devices.default_backend(device_type),
+                                   timeout_seconds=args.dist_timeout)
     try:
         train(args, ctx, device, logs.Logger(device_type, index, enabled=ctx.rank == 0))
     finally:
@@ -141,6 +145,8 @@ def train(args, ctx, device, log):
     # the first file this run writes (a failed start above leaves an earlier run's metrics.jsonl as it was)
     metrics = logs.MetricsWriter(os.path.join(args.output_dir, "metrics.jsonl"), enabled=is_main,
                                  append=bool(args.resume) or args.evaluate)
+    if args.resume and not args.evaluate:  # readers drop the records of epochs >= this one written before it
+        metrics.write({"kind": "resume", "epoch": start_epoch})
     loop = engine.Loop(criterion=engine.build_criterion(args.label_smoothing).to(device), amp=amp,
                        preprocess=data.preprocess, device=device, log=log, metrics=metrics,
                        print_freq=args.print_freq, world_size=ctx.world_size)
@@ -164,15 +170,22 @@ def train(args, ctx, device, log):
     for epoch in range(start_epoch, args.epochs):
         set_epoch(data, epoch)
         engine.train_one_epoch(trained, data.train, loop, opt, epoch=epoch, steps=steps)
+        finite.check_weights(weight_sets(model, ema), epochs_done=epoch + 1, base_lr=args.lr)  # before any file
         acc1 = engine.evaluate(model, ema, data.val, loop, epoch=epoch) if should_evaluate(epoch, args) else None
         saver.save(epoch + 1, acc1, model=model, optimizer=optimizer, amp=amp, ema=ema)
     if args.bn_recalibrate:
         set_epoch(data, args.epochs)
-        used = recalibrate_models([model] + ([ema.module] if ema is not None else []), data.train,
+        used = recalibrate_models(weight_sets(model, ema), data.train,
                                   preprocess=data.preprocess, num_batches=args.bn_recalibrate)
         log("=> BatchNorm statistics recomputed over {} batches".format(used))
         acc1 = engine.evaluate(model, ema, data.val, loop, epoch=args.epochs)
+        finite.check_weights(weight_sets(model, ema), epochs_done=args.epochs, base_lr=args.lr)
         saver.save(args.epochs, acc1, model=model, optimizer=optimizer, amp=amp, ema=ema)
+
+
+def weight_sets(model, ema):
+    """The model and its EMA copy, when there is one."""
+    return [model] + ([ema.module] if ema is not None else [])
 
 
 def data_module():

@@ -7,7 +7,9 @@ Reads either main.py's metrics.jsonl (records of kind step / epoch / eval, see d
 text log (ours or the original's), whose lines are parsed by training.modelzoo_log.parse_log. A text log has no
 learning rate (the ModelZoo step line carries none) and no epoch number on its FPS and accuracy lines: those
 belong to the epoch of the step lines before them. A line that cannot be read (a half-written last JSON line after a
-crash) is skipped with a count on stderr. The image is written to a temporary file and renamed.
+crash) is skipped with a count on stderr. The image is written to a temporary file and renamed. A `resume` record
+(written by a resumed run) drops the records of its epoch and later ones that came before it, so epochs trained
+twice are drawn once, from the run that continued.
 
 A metrics.jsonl step record with `losses` (the loss of every step since the previous step record) gives one point
 per training step; without it, one point per logged step. The loss axis is logarithmic (linear when a loss is not
@@ -69,6 +71,15 @@ def _add_json(curves, record):
     elif kind == "eval" and epoch is not None:
         curves.evals.append((int(epoch), _number(record.get("acc1")), _number(record.get("acc5")),
                              _number(record.get("loss")), bool(record.get("ema"))))
+    elif kind == "resume" and epoch is not None:
+        _forget_from(curves, int(epoch))
+
+
+def _forget_from(curves, epoch):
+    """A resumed run trains `epoch` and the ones after it again: drop what the earlier run logged for them."""
+    curves.steps = [point for point in curves.steps if point[0] < epoch]
+    curves.epochs = {e: figures for e, figures in curves.epochs.items() if e < epoch}
+    curves.evals = [entry for entry in curves.evals if entry[0] < epoch]
 
 
 def _epoch(curves, epoch):

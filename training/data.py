@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from training.worker_signals import IgnoreInterrupts
 from training import augment
 from training.augment import MEAN, STD, DevicePreprocess, upload_jitter  # noqa: F401 (public names of this module)
 from training.errors import UserError
@@ -353,7 +354,8 @@ def _data_loader(dataset, sampler, batch_size, workers, pin_memory, drop_last):
     augment.init_worker()  # workers=0 decodes here: one OpenCV thread in this process too
     loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
                         collate_fn=collate, pin_memory=pin_memory, drop_last=drop_last,
-                        persistent_workers=workers > 0, worker_init_fn=augment.init_worker if workers else None)
+                        persistent_workers=workers > 0,
+                        worker_init_fn=IgnoreInterrupts(augment.init_worker) if workers else None)
     return BatchLoader(loader)
 
 

@@ -10,7 +10,7 @@ import time
 
 import torch
 
-from training import distributed
+from training import distributed, finite
 from training import modelzoo_log as zlog
 from training.logs import Logger, MetricsWriter
 
@@ -184,10 +184,14 @@ def train_one_epoch(model, loader, loop, opt, *, epoch, steps):
             loop.metrics.write({"kind": "step", "epoch": epoch, "step": step, "steps": steps, "loss": fields[2][1],
                                 "lr": lr, "acc1": fields[3][1], "acc5": fields[4][1], "batch_time": batch_time,
                                 "data_time": data_time})
+            finite.check_loss(fields[2][1], epoch=epoch, step=step, base_lr=opt.schedule.base_lr)
+            finite.check_loss(fields[2][2], epoch=epoch, step=step, base_lr=opt.schedule.base_lr)  # the mean so far
         end = time.time()
     synchronize(loop.device)
-    return _end_epoch(loop, meter, epoch=epoch, lr=lr, timing=(epoch_start, fps_start, skip, batch_images),
-                      bad_images=bad_images)
+    record = _end_epoch(loop, meter, epoch=epoch, lr=lr, timing=(epoch_start, fps_start, skip, batch_images),
+                        bad_images=bad_images)
+    finite.check_loss(record["loss"], epoch=epoch, step=steps - 1, base_lr=opt.schedule.base_lr)  # all ranks' mean
+    return record
 
 
 def _end_epoch(loop, meter, *, epoch, lr, timing, bad_images):

@@ -4,6 +4,8 @@
 refuses bad values with a UserError before any process, data or device is touched.
 """
 import argparse
+import math
+import os
 import random
 
 import models
@@ -12,6 +14,7 @@ from training import distributed
 from training import optim
 from training import recipes
 from training.errors import UserError
+
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Shows "(default: X)" once: not where the help text already says its default, nor for switches and flags
@@ -114,6 +117,9 @@ def build_parser():
                    help="number of devices (processes) per node")
     g.add_argument("--local_rank", "--local-rank", dest="local_rank", type=int, default=-1,
                    help="rank on this node, for launchers that start each process themselves")
+    g.add_argument("--dist-timeout", type=float, default=distributed.DEFAULT_TIMEOUT_SECONDS, metavar="SECONDS",
+                   help="how long a process waits for the others to join the process group, and for a collective, "
+                        "before it stops with an error")
 
     g = p.add_argument_group("logging, evaluation and checkpoints")
     g.add_argument("-p", "--print-freq", type=int, default=10, help="print a step line every N iterations")
@@ -143,35 +149,144 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def check_args(args):
-    """Flag checks that need no data or devices (run before any process is started)."""
-    if args.arch not in models.MODEL_NAMES:
-        raise UserError("unknown --arch {!r}; choose from: {}".format(args.arch, ", ".join(models.MODEL_NAMES)))
-    positive = [("--batch-size", args.batch_size), ("--epochs", args.epochs), ("--print-freq", args.print_freq),
-                ("--eval-freq", args.eval_freq), ("--train-crop-size", args.train_crop_size),
-                ("--val-resize-size", args.val_resize_size), ("--val-crop-size", args.val_crop_size)]
-    if args.steps_per_epoch is not None:
-        positive.append(("--steps-per-epoch", args.steps_per_epoch))
-    if args.num_classes is not None:
-        positive.append(("--num-classes", args.num_classes))
-    for name, value in positive:
-        if value <= 0:
-            raise UserError("{} must be positive, got {}".format(name, value))
-    if args.workers < 0:
-        raise UserError("--workers must be >= 0, got {}".format(args.workers))
-    if not 0.0 <= args.label_smoothing < 1.0:
-        raise UserError("--label-smoothing must be in [0, 1), got {}".format(args.label_smoothing))
+class Range:
+    """Allowed values of one numeric flag: finite, `low <= value` (`<` when `low_open`), `value <= high` (`<` when
+    `high_open`); `unset` values mean "not given" and pass (None, or the -1 of the distributed flags)."""
+
+    def __init__(self, low=None, high=None, *, low_open=False, high_open=False, unset=(None,)):
+        self.low, self.high, self.low_open, self.high_open, self.unset = low, high, low_open, high_open, unset
+
+    def allows(self, value):
+        if value in self.unset:
+            return True
+        if not math.isfinite(value):
+            return False
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+            return False
+        return self.high is None or (value < self.high if self.high_open else value <= self.high)
+
+    def describe(self, value):
+        """'a finite number > 0', 'an integer >= 1 (or -1)' ...: what `value` (a float or an int) should be."""
+        parts = []
+        if self.low is not None:
+            parts.append("{} {}".format(">" if self.low_open else ">=", _number(self.low)))
+        if self.high is not None:
+            parts.append("{} {}".format("<" if self.high_open else "<=", _number(self.high)))
+        extra = [str(v) for v in self.unset if v is not None]
+        return "{} {}{}".format("a finite number" if isinstance(value, float) else "an integer", " and ".join(parts),
+                                " (or {})".format(", ".join(extra)) if extra else "")
+
+
+def _number(value):
+    return "{:g}".format(value) if isinstance(value, float) else str(value)
+
+
+MIN_CROP_SIZE = 32  # ShuffleNetV2 halves the image 5 times: a smaller crop leaves less than one pixel at stage 4
+MAX_SEED = 2 ** 32 - 1  # numpy seeds are 32 bits (torch takes 64)
+NOT_GIVEN = (None, -1)
+
+# Every int and float flag of build_parser(), by argparse dest: (flag as the user types it, allowed values).
+# tests/test_options.py checks that no numeric flag is missing here. Flags that must agree with each other are
+# checked in check_consistency().
+NUMERIC_FLAGS = {
+    "num_classes": ("--num-classes", Range(1)),
+    "workers": ("--workers", Range(0)),
+    "train_crop_size": ("--train-crop-size", Range(MIN_CROP_SIZE)),
+    "train_crop_scale": ("--train-crop-scale", Range(0, 1, low_open=True)),
+    "val_resize_size": ("--val-resize-size", Range(MIN_CROP_SIZE)),
+    "val_crop_size": ("--val-crop-size", Range(MIN_CROP_SIZE)),
+    "color_jitter": ("--color-jitter", Range(0, 1)),
+    "epochs": ("--epochs", Range(1)),
+    "start_epoch": ("--start-epoch", Range(0)),
+    "steps_per_epoch": ("--steps-per-epoch", Range(1)),
+    "batch_size": ("--batch-size", Range(1)),
+    "lr": ("--lr", Range(0, low_open=True)),
+    "warm_up_epochs": ("--warm_up_epochs", Range(0)),
+    "momentum": ("--momentum", Range(0, 1, high_open=True)),
+    "weight_decay": ("--wd", Range(0)),
+    "norm_weight_decay": ("--norm-weight-decay", Range(0)),
+    "bias_weight_decay": ("--bias-weight-decay", Range(0)),
+    "label_smoothing": ("--label-smoothing", Range(0, 1, high_open=True)),
+    "benchmark": ("--benchmark", Range(0, 1)),
+    "optimizer_batch_size": ("--optimizer-batch-size", Range(1)),
+    "seed": ("--seed", Range(0, MAX_SEED)),
+    "model_ema": ("--model-ema", Range(0, 1, low_open=True, high_open=True)),
+    "bn_recalibrate": ("--bn-recalibrate", Range(0)),
+    "gpu": ("--gpu", Range(0)),
+    "world_size": ("--world-size", Range(1, unset=NOT_GIVEN)),
+    "rank": ("--rank", Range(0, unset=NOT_GIVEN)),
+    "port": ("--port", Range(1, 65535)),
+    "device_num": ("--device_num", Range(1, unset=NOT_GIVEN)),
+    "local_rank": ("--local_rank", Range(0, unset=NOT_GIVEN)),
+    "dist_timeout": ("--dist-timeout", Range(0, low_open=True)),
+    "print_freq": ("--print-freq", Range(1)),
+    "eval_freq": ("--eval-freq", Range(1)),
+    "checkpoint_freq": ("--checkpoint-freq", Range(0)),
+}
+
+
+def check_numbers(args):
+    """Each numeric flag within its Range (NUMERIC_FLAGS); a UserError naming the first one that is not."""
+    for dest, (flag, allowed) in NUMERIC_FLAGS.items():
+        value = getattr(args, dest)
+        items = list(value) if isinstance(value, (list, tuple)) else [value]
+        for item in items:
+            if not allowed.allows(item):
+                raise UserError("{} must be {}, got {}".format(flag, allowed.describe(item),
+                                                               " ".join(_number(v) for v in items)))
+
+
+def check_consistency(args):
+    """Flags that must agree with each other."""
     low, high = args.train_crop_scale
-    if not 0.0 < low <= high <= 1.0:
+    if low > high:
         raise UserError("--train-crop-scale must satisfy 0 < MIN <= MAX <= 1, got {:g} {:g}".format(low, high))
-    if args.bn_recalibrate < 0:
-        raise UserError("--bn-recalibrate must be >= 0, got {}".format(args.bn_recalibrate))
+    if args.start_epoch >= args.epochs:
+        raise UserError("--start-epoch {} leaves nothing to train with --epochs {}: it must be below --epochs".format(
+            args.start_epoch, args.epochs))
+    if args.val_resize_size < args.val_crop_size:
+        raise UserError("--val-resize-size {} is smaller than --val-crop-size {}".format(args.val_resize_size,
+                                                                                        args.val_crop_size))
     if args.benchmark == 1 and args.optimizer_batch_size % args.batch_size != 0:
         raise UserError("--optimizer-batch-size {} is not a multiple of --batch-size {}".format(
             args.optimizer_batch_size, args.batch_size))
+    if args.world_size not in NOT_GIVEN and args.rank not in NOT_GIVEN and args.rank >= args.world_size:
+        raise UserError("--rank {} is outside --world-size {}".format(args.rank, args.world_size))
+    if args.loss_scale is not None and not _finite_or_word(args.loss_scale):
+        raise UserError("--loss-scale must be a finite number or -1 for dynamic, got {}".format(args.loss_scale))
+
+
+def _finite_or_word(text):
+    """False for 'nan' / 'inf'; other words and numbers are precision.py's to judge."""
+    try:
+        return math.isfinite(float(text))
+    except ValueError:
+        return True
+
+
+def check_output_dir(path):
+    """--output-dir must be a folder this process can write in, or creatable (nothing is created here)."""
+    folder = os.path.abspath(path)
+    existing = folder
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise UserError("--output-dir {}: {} is a file, not a folder".format(path, existing))
+    if not os.access(existing, os.W_OK | os.X_OK):
+        what = "cannot write in" if existing == folder else "cannot create folders in"
+        raise UserError("--output-dir {}: this user {} {}".format(path, what, existing))
+
+
+def check_args(args):
+    """Flag checks that need no data or devices (run before any process is started or any file written)."""
+    if args.arch not in models.MODEL_NAMES:
+        raise UserError("unknown --arch {!r}; choose from: {}".format(args.arch, ", ".join(models.MODEL_NAMES)))
+    check_numbers(args)
+    check_consistency(args)
     if args.evaluate and not (args.resume or args.pretrained):
         raise UserError("--evaluate needs weights to score: give --resume FILE or --pretrained")
     if not args.dummy and not args.data:
         raise UserError("--data DIR is required (a folder with train/ and val/), or use --dummy")
+    check_output_dir(args.output_dir)
     if args.seed is None:
         args.seed = random.SystemRandom().randint(0, 2 ** 31 - 1)
