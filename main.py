@@ -147,6 +147,8 @@ def train(args, ctx, device, log):
     if ctx.world_size > 1:
         ids = [device.index] if device.type in ("cuda", "npu") else None
         trained = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+    if args.dummy:
+        log("=> --dummy: synthetic data, validation skipped (its accuracy would mean nothing)")
     for epoch in range(start_epoch, args.epochs):
         set_epoch(data, epoch)
         engine.train_one_epoch(trained, data.train, loop, opt, epoch=epoch, steps=steps)
@@ -157,7 +159,7 @@ def train(args, ctx, device, log):
         used = recalibrate_models([model] + ([ema.module] if ema is not None else []), data.train,
                                   preprocess=data.preprocess, num_batches=args.bn_recalibrate)
         log("=> BatchNorm statistics recomputed over {} batches".format(used))
-        acc1 = engine.evaluate(model, ema, data.val, loop, epoch=args.epochs)
+        acc1 = engine.evaluate(model, ema, data.val, loop, epoch=args.epochs) if not args.dummy else None
         saver.save(args.epochs, acc1, model=model, optimizer=optimizer, amp=amp, ema=ema)
 
 
@@ -230,7 +232,10 @@ def set_epoch(data, epoch):
 
 
 def should_evaluate(epoch, args):
-    """Every --eval-freq epochs, every epoch in the last 10% of the run, and after the last epoch."""
+    """Every --eval-freq epochs, every epoch in the last 10% of the run, and after the last epoch; never on
+    --dummy's synthetic data."""
+    if args.dummy:
+        return False
     return (epoch + 1) % args.eval_freq == 0 or epoch >= int(args.epochs * 0.9) or epoch + 1 == args.epochs
 
 

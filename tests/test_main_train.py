@@ -54,7 +54,8 @@ def test_logs_metrics_and_checkpoints(data_root, tmp_path, capsys):
     # eval after the last epoch and after BN recalibration, each for the model and its EMA
     assert [r["ema"] for r in accs] == [False, True, False, True]
     assert all(0 <= r["acc1"] <= r["acc5"] <= 100 for r in accs)
-    assert any(line.startswith("warning: --amp: apex is not available") for line in stdout)
+    assert "note: --amp on CPU: native bfloat16 autocast" in stdout
+    assert not any("apex" in line for line in stdout)  # apex never applies on a CPU
     tests = [line for line in stdout if " Test: [" in line]
     assert tests and not any("Epoch:" in line for line in tests)
     assert all(line.startswith("[cpu id: 0 ] ") for line in stdout if zlog.parse_line(line))
@@ -241,3 +242,23 @@ def test_recipe_paper_without_a_launcher(tmp_path, capsys):
     for key in ("lr", "momentum", "weight_decay", "lr_schedule", "norm_weight_decay", "bias_weight_decay",
                 "label_smoothing", "color_jitter", "warm_up_epochs"):
         assert saved[key] == paper[key], key
+
+
+def test_dummy_run_skips_the_meaningless_validation(tmp_path, capsys):
+    """--dummy: no `Test:` lines, no Acc@1 and no eval record, but the FPS line and a checkpoint; the performance
+    launcher's summary (FPS and last step loss) still reads the log."""
+    out = str(tmp_path / "out")
+    argv = ["--dummy", "-a", "shufflenet_v2_x0_5", "-b", "4", "--epochs", "2", "--steps-per-epoch", "2",
+            "--train-crop-size", "32", "--val-crop-size", "32", "-j", "0", "--num-classes", "3", "--eval-freq", "1",
+            "--bn-recalibrate", "1", "--device", "cpu", "--seed", "1", "--output-dir", out]
+    assert main.main(argv) == 0
+    stdout = capsys.readouterr().out.splitlines()
+    assert "=> --dummy: synthetic data, validation skipped (its accuracy would mean nothing)" in stdout
+    assert not any(" Test: [" in line or "-ACC]" in line for line in stdout)
+    kinds = [r["kind"] for r in zlog.parse_log(stdout)]
+    assert "acc" not in kinds and kinds.count("fps") == 2 and kinds.count("step") >= 2
+    assert [r["kind"] for r in records(os.path.join(out, "metrics.jsonl"))].count("eval") == 0
+    assert load(os.path.join(out, "checkpoint.pth.tar"))["epoch"] == 2
+    from tools import modelzoo_summary
+    summary = dict(modelzoo_summary.summarize(stdout, "Net", 1, 4, "perf", 1.0))
+    assert float(summary["ActualFPS"]) > 0 and "TrainAccuracy" not in summary

@@ -41,7 +41,8 @@ def build_parser():
                         "model registry's local weights file")
     g.add_argument("-j", "--workers", type=int, default=4, help="data loading worker processes per rank")
     g.add_argument("--dummy", action="store_true",
-                   help="synthetic uint8 batches made on the device: no data set, for FPS measurements")
+                   help="synthetic uint8 batches made on the device: no data set, for FPS measurements "
+                        "(no validation)")
     g.add_argument("--train-crop-size", type=int, default=224, help="RandomResizedCrop size for training")
     g.add_argument("--train-crop-scale", type=float, nargs=2, default=(0.08, 1.0), metavar=("MIN", "MAX"),
                    help="RandomResizedCrop area fraction range (ImageNet: 0.08 1.0; raise MIN for tiny images)")
@@ -169,6 +170,8 @@ def check_args(args):
             args.optimizer_batch_size, args.batch_size))
     if args.evaluate and not (args.resume or args.pretrained):
         raise UserError("--evaluate needs weights to score: give --resume FILE or --pretrained")
+    if args.evaluate and args.dummy:
+        raise UserError("--evaluate --dummy: synthetic data has no accuracy to measure; give --data DIR")
     if not args.dummy and not args.data:
         raise UserError("--data DIR is required (a folder with train/ and val/), or use --dummy")
     if args.seed is None:
