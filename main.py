@@ -18,7 +18,7 @@ import torch
 import models
 from training import checkpoint as ckpt
 from training import device as devices
-from training import distributed, engine, files, logs, optim, precision
+from training import distributed, engine, files, logs, lr_hints, optim, precision
 from training.bn_recalibration import recalibrate_models
 from training.ema import ModelEma
 from training.errors import EXIT_INTERRUPTED, EXIT_USER_ERROR, UserError
@@ -45,6 +45,9 @@ def main(argv=None):
         options.check_args(args)
         device_type = devices.resolve_device_type(args.device)
         launch = distributed.plan(args, devices.device_count(device_type))
+        if launch.mode != "spawn" and _rank(launch) == "0":  # said once: by rank 0, not by a spawning parent
+            for line in lr_hints.lr_warnings(args, options.given_dests(argv)):
+                print(line, flush=True)
         if not args.dummy:
             data_module().check_data_root(args.data)
         if launch.mode == "spawn":
@@ -56,13 +59,17 @@ def main(argv=None):
         print("error: {}".format(exc), file=sys.stderr, flush=True)
         return EXIT_USER_ERROR
     except KeyboardInterrupt as exc:
-        rank = (launch.ranks[0] if launch else {}).get("RANK", os.environ.get("RANK", "0"))
-        if rank == "0":  # the writer of the checkpoints speaks; the other ranks stop quietly
+        if _rank(launch) == "0":  # the writer of the checkpoints speaks; the other ranks stop quietly
             report_interrupt(args, exc, started)
         return EXIT_INTERRUPTED
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+def _rank(launch):
+    """This process's RANK (a string) as planned, "0" for a single process."""
+    return (launch.ranks[0] if launch else {}).get("RANK", os.environ.get("RANK", "0"))
 
 
 def _raise_interrupted(signum, frame):

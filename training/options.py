@@ -142,6 +142,14 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
+def given_dests(argv):
+    """The argparse dests that `argv` sets explicitly (whatever spelling: --lr or --learning-rate)."""
+    parser = build_parser()
+    for action in parser._actions:
+        action.default = argparse.SUPPRESS
+    return set(vars(parser.parse_known_args(argv)[0]))
+
+
 def check_args(args):
     """Flag checks that need no data or devices (run before any process is started)."""
     if args.arch not in models.MODEL_NAMES:
