@@ -1,5 +1,6 @@
 """main.py end to end on CPU: log lines, metrics.jsonl, checkpoints, exact resume, SIGKILL / SIGTERM."""
 import json
+import math
 import os
 import signal
 import subprocess
@@ -64,7 +65,8 @@ def test_logs_metrics_and_checkpoints(data_root, tmp_path, capsys):
     kinds = [r["kind"] for r in metrics]
     assert kinds.count("step") == 4 and kinds.count("epoch") == 2 and kinds.count("eval") == 4
     step = metrics[0]
-    assert set(step) == {"kind", "epoch", "step", "steps", "loss", "lr", "acc1", "acc5", "batch_time", "data_time"}
+    assert set(step) == {"kind", "epoch", "step", "steps", "loss", "losses", "lr", "acc1", "acc5", "batch_time",
+                         "data_time"}
     assert step["lr"] == pytest.approx(0.05)
     epoch = [r for r in metrics if r["kind"] == "epoch"][-1]
     assert epoch["bad_images"] == 0 and epoch["fps"] == pytest.approx(fps[-1]["fps"], rel=1e-3)
@@ -262,3 +264,29 @@ def test_dummy_run_skips_the_meaningless_validation(tmp_path, capsys):
     from tools import modelzoo_summary
     summary = dict(modelzoo_summary.summarize(stdout, "Net", 1, 4, "perf", 1.0))
     assert float(summary["ActualFPS"]) > 0 and "TrainAccuracy" not in summary
+
+
+def test_step_lines_and_records_carry_lr_eta_and_every_step_loss(data_root, tmp_path, capsys):
+    """Print points at steps 0 and 3 of 4: `losses` holds 1 then 3 losses (one per step), whose mean over the
+    epoch is the epoch record's loss; the step lines end with the record's LR and an ETA that reaches 0."""
+    out = str(tmp_path / "out")
+    argv = SMALL + ["--data", data_root, "-b", "2", "--epochs", "2", "--steps-per-epoch", "4", "-p", "3",
+                    "--warm_up_epochs", "1", "--eval-freq", "100", "--output-dir", out]
+    assert main.main(argv) == 0
+    stdout = capsys.readouterr().out.splitlines()
+    lines = [zlog.parse_line(line) for line in stdout if " Epoch: [" in line]
+    steps = [r for r in records(os.path.join(out, "metrics.jsonl")) if r["kind"] == "step"]
+    epochs = [r for r in records(os.path.join(out, "metrics.jsonl")) if r["kind"] == "epoch"]
+    assert [(r["epoch"], r["step"], len(r["losses"])) for r in steps] == [(0, 0, 1), (0, 3, 3), (1, 0, 1),
+                                                                             (1, 3, 3)]
+    for line, record in zip(lines, steps):
+        assert line["loss"] == pytest.approx(record["losses"][-1], rel=1e-4)  # the printed value of this step
+        assert line["lr"] == pytest.approx(record["lr"], rel=1e-4)
+        assert 0 <= line["eta_epoch"] <= line["eta_run"]
+    # warm-up over the 4 steps of epoch 0, then cosine over the 4 of epoch 1
+    assert [r["lr"] for r in steps] == pytest.approx([0.05 / 4, 0.05, 0.05,
+                                                      0.05 * 0.5 * (1 + math.cos(math.pi * 3 / 4))], abs=1e-12)
+    assert lines[-1]["eta_epoch"] == lines[-1]["eta_run"] == 0 and lines[1]["eta_epoch"] == 0
+    for epoch in (0, 1):
+        losses = [loss for r in steps if r["epoch"] == epoch for loss in r["losses"]]
+        assert epochs[epoch]["loss"] == pytest.approx(sum(losses) / 4, rel=1e-6)
