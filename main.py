@@ -18,7 +18,7 @@ import torch
 import models
 from training import checkpoint as ckpt
 from training import device as devices
-from training import distributed, engine, files, logs, lr_hints, optim, precision
+from training import distributed, engine, files, logs, lr_hints, optim, precision, tensorboard_log
 from training.bn_recalibration import recalibrate_models
 from training.ema import ModelEma
 from training.errors import EXIT_INTERRUPTED, EXIT_USER_ERROR, UserError
@@ -43,6 +43,8 @@ def main(argv=None):
         previous = None
     try:
         options.check_args(args)
+        if args.tensorboard:
+            tensorboard_log.summary_writer_class()  # a missing package stops here, before anything is written
         device_type = devices.resolve_device_type(args.device)
         launch = distributed.plan(args, devices.device_count(device_type))
         if launch.mode != "spawn" and _rank(launch) == "0":  # said once: by rank 0, not by a spawning parent
@@ -132,42 +134,42 @@ def train(args, ctx, device, log):
                                          optimizer=optimizer, amp=amp, ema=ema, log=log)
     steps = None if args.evaluate else steps_per_epoch(args, data.train, ctx.world_size)
     # the first file this run writes (a failed start above leaves an earlier run's metrics.jsonl as it was)
-    metrics = logs.MetricsWriter(os.path.join(args.output_dir, "metrics.jsonl"), enabled=is_main,
-                                 append=bool(args.resume) or args.evaluate)
-    loop = engine.Loop(criterion=engine.build_criterion(args.label_smoothing).to(device), amp=amp,
-                       preprocess=data.preprocess, device=device, log=log, metrics=metrics,
-                       print_freq=args.print_freq, world_size=ctx.world_size)
-    if args.evaluate:
-        engine.evaluate(model, ema, data.val, loop, epoch=start_epoch)
-        return
+    with logs.MetricsWriter(os.path.join(args.output_dir, "metrics.jsonl"), enabled=is_main,
+                            append=bool(args.resume) or args.evaluate, tensorboard=args.tensorboard) as metrics:
+        loop = engine.Loop(criterion=engine.build_criterion(args.label_smoothing).to(device), amp=amp,
+                           preprocess=data.preprocess, device=device, log=log, metrics=metrics,
+                           print_freq=args.print_freq, world_size=ctx.world_size)
+        if args.evaluate:
+            engine.evaluate(model, ema, data.val, loop, epoch=start_epoch)
+            return
 
-    opt = engine.Optimization(optimizer=optimizer, ema=ema,
-                              schedule=optim.LrSchedule(args.lr, args.epochs, steps, args.warm_up_epochs,
-                                                        args.lr_schedule),
-                              accumulation_steps=optim.gradient_accumulation_steps(args))
-    saver = ckpt.CheckpointSaver(args.output_dir, prefix=args.checkpoint_nameprefix, every=args.checkpoint_freq,
-                                 best_acc1=best_acc1, enabled=is_main,
-                                 meta={"arch": args.arch, "args": vars(args), "classes": data.classes})
-    if is_main and hasattr(files, "remove_stale_temps"):
-        files.remove_stale_temps(args.output_dir)  # temp files of a write that a kill interrupted
-    trained = model
-    if ctx.world_size > 1:
-        ids = [device.index] if device.type in ("cuda", "npu") else None
-        trained = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
-    if args.dummy:
-        log("=> --dummy: synthetic data, validation skipped (its accuracy would mean nothing)")
-    for epoch in range(start_epoch, args.epochs):
-        set_epoch(data, epoch)
-        engine.train_one_epoch(trained, data.train, loop, opt, epoch=epoch, steps=steps)
-        acc1 = engine.evaluate(model, ema, data.val, loop, epoch=epoch) if should_evaluate(epoch, args) else None
-        saver.save(epoch + 1, acc1, model=model, optimizer=optimizer, amp=amp, ema=ema)
-    if args.bn_recalibrate:
-        set_epoch(data, args.epochs)
-        used = recalibrate_models([model] + ([ema.module] if ema is not None else []), data.train,
-                                  preprocess=data.preprocess, num_batches=args.bn_recalibrate)
-        log("=> BatchNorm statistics recomputed over {} batches".format(used))
-        acc1 = engine.evaluate(model, ema, data.val, loop, epoch=args.epochs) if not args.dummy else None
-        saver.save(args.epochs, acc1, model=model, optimizer=optimizer, amp=amp, ema=ema)
+        opt = engine.Optimization(optimizer=optimizer, ema=ema,
+                                  schedule=optim.LrSchedule(args.lr, args.epochs, steps, args.warm_up_epochs,
+                                                            args.lr_schedule),
+                                  accumulation_steps=optim.gradient_accumulation_steps(args))
+        saver = ckpt.CheckpointSaver(args.output_dir, prefix=args.checkpoint_nameprefix, every=args.checkpoint_freq,
+                                     best_acc1=best_acc1, enabled=is_main,
+                                     meta={"arch": args.arch, "args": vars(args), "classes": data.classes})
+        if is_main and hasattr(files, "remove_stale_temps"):
+            files.remove_stale_temps(args.output_dir)  # temp files of a write that a kill interrupted
+        trained = model
+        if ctx.world_size > 1:
+            ids = [device.index] if device.type in ("cuda", "npu") else None
+            trained = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+        if args.dummy:
+            log("=> --dummy: synthetic data, validation skipped (its accuracy would mean nothing)")
+        for epoch in range(start_epoch, args.epochs):
+            set_epoch(data, epoch)
+            engine.train_one_epoch(trained, data.train, loop, opt, epoch=epoch, steps=steps)
+            acc1 = engine.evaluate(model, ema, data.val, loop, epoch=epoch) if should_evaluate(epoch, args) else None
+            saver.save(epoch + 1, acc1, model=model, optimizer=optimizer, amp=amp, ema=ema)
+        if args.bn_recalibrate:
+            set_epoch(data, args.epochs)
+            used = recalibrate_models([model] + ([ema.module] if ema is not None else []), data.train,
+                                      preprocess=data.preprocess, num_batches=args.bn_recalibrate)
+            log("=> BatchNorm statistics recomputed over {} batches".format(used))
+            acc1 = engine.evaluate(model, ema, data.val, loop, epoch=args.epochs) if not args.dummy else None
+            saver.save(args.epochs, acc1, model=model, optimizer=optimizer, amp=amp, ema=ema)
 
 
 def data_module():

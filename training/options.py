@@ -128,6 +128,9 @@ def build_parser():
                    help="checkpoint file name prefix: PREFIX.pth.tar, PREFIX_epochN.pth.tar")
     g.add_argument("--checkpoint-freq", type=int, default=0,
                    help="also keep PREFIX_epochN.pth.tar every N epochs (0: never)")
+    g.add_argument("--tensorboard", metavar="DIR", default=None,
+                   help="also write metrics.jsonl's numbers as TensorBoard scalars into DIR (rank 0; needs the "
+                        "tensorboard package)")
     return p
 
 
