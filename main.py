@@ -18,7 +18,7 @@ import torch
 import models
 from training import checkpoint as ckpt
 from training import device as devices
-from training import distributed, engine, files, logs, lr_hints, optim, precision, tensorboard_log
+from training import auto_resume, distributed, engine, files, logs, lr_hints, optim, precision, tensorboard_log
 from training.bn_recalibration import recalibrate_models
 from training.ema import ModelEma
 from training.errors import EXIT_INTERRUPTED, EXIT_USER_ERROR, UserError
@@ -47,8 +47,11 @@ def main(argv=None):
             tensorboard_log.summary_writer_class()  # a missing package stops here, before anything is written
         device_type = devices.resolve_device_type(args.device)
         launch = distributed.plan(args, devices.device_count(device_type))
+        notes = lr_hints.lr_warnings(args, options.given_dests(argv))
+        if args.resume == "auto":
+            notes.append(resolve_resume_auto(args))
         if launch.mode != "spawn" and _rank(launch) == "0":  # said once: by rank 0, not by a spawning parent
-            for line in lr_hints.lr_warnings(args, options.given_dests(argv)):
+            for line in notes:
                 print(line, flush=True)
         if not args.dummy:
             data_module().check_data_root(args.data)
@@ -67,6 +70,16 @@ def main(argv=None):
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+def resolve_resume_auto(args):
+    """`--resume auto` becomes the newest complete checkpoint in --output-dir, or "" (a fresh start); returns the
+    line that says which."""
+    path, line = auto_resume.find_checkpoint(args.output_dir, args.checkpoint_nameprefix)
+    args.resume = path or ""
+    if args.evaluate and not (args.resume or args.pretrained):
+        raise UserError("--evaluate --resume auto: no checkpoint in {} to score".format(args.output_dir))
+    return line
 
 
 def _rank(launch):

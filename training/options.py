@@ -121,7 +121,8 @@ def build_parser():
     g.add_argument("-e", "--evaluate", action="store_true",
                    help="only evaluate the weights of --resume FILE or --pretrained")
     g.add_argument("--resume", default="", metavar="FILE",
-                   help="continue from a checkpoint (a bare state_dict loads weights only)")
+                   help="continue from a checkpoint (a bare state_dict loads weights only); auto: from the newest "
+                        "complete checkpoint in --output-dir, or start fresh when there is none")
     g.add_argument("--output-dir", "--workspace", dest="output_dir", default=".",
                    help="folder for checkpoints and metrics.jsonl")
     g.add_argument("--checkpoint-nameprefix", default="checkpoint",
