@@ -18,7 +18,8 @@ import torch
 import models
 from training import checkpoint as ckpt
 from training import device as devices
-from training import auto_resume, distributed, engine, files, logs, lr_hints, optim, precision, tensorboard_log
+from training import auto_resume, compiling, distributed, engine, files, logs, lr_hints, optim, precision
+from training import tensorboard_log
 from training.bn_recalibration import recalibrate_models
 from training.ema import ModelEma
 from training.errors import EXIT_INTERRUPTED, EXIT_USER_ERROR, UserError
@@ -45,6 +46,8 @@ def main(argv=None):
         options.check_args(args)
         if args.tensorboard:
             tensorboard_log.summary_writer_class()  # a missing package stops here, before anything is written
+        if args.compile:
+            compiling.check_available()
         device_type = devices.resolve_device_type(args.device)
         launch = distributed.plan(args, devices.device_count(device_type))
         notes = lr_hints.lr_warnings(args, options.given_dests(argv))
@@ -169,6 +172,8 @@ def train(args, ctx, device, log):
         if ctx.world_size > 1:
             ids = [device.index] if device.type in ("cuda", "npu") else None
             trained = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+        if args.compile:
+            trained = compiling.compile_model(trained, args.compile_backend)
         if args.dummy:
             log("=> --dummy: synthetic data, validation skipped (its accuracy would mean nothing)")
         for epoch in range(start_epoch, args.epochs):

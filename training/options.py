@@ -94,6 +94,11 @@ def build_parser():
     g.add_argument("--loss-scale", default=None,
                    help="static loss scale (e.g. 64) or -1 for dynamic (default: dynamic)")
     g.add_argument("--gpu", type=int, default=None, help="device id of a single-process run")
+    g.add_argument("--compile", action="store_true",
+                   help="torch.compile the training step (torch >= 2.0; checkpoints, EMA and validation use the "
+                        "uncompiled model)")
+    g.add_argument("--compile-backend", default="inductor",
+                   help="torch.compile backend with --compile (e.g. aot_eager or eager to rule out inductor)")
 
     g = p.add_argument_group("distributed")
     g.add_argument("--multiprocessing-distributed", action="store_true",
