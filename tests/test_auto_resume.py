@@ -9,6 +9,7 @@ import torch
 import main
 from tests.datasets import make_image_folder
 from training.auto_resume import find_checkpoint
+from training.checkpoint import torch_load
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -98,8 +99,7 @@ def test_stopped_after_epoch_1_continues_at_epoch_2_with_identical_weights(data_
     assert out[0] == "=> --resume auto: continuing from {} (after 1 epoch(s))".format(os.path.abspath(rolling))
     assert "=> resumed from {} at epoch 1 (best Acc@1".format(rolling) in "\n".join(out)
     assert [line.split("]")[1] for line in out if " Epoch: [" in line][0] == " Epoch: [1"  # the second epoch
-    a = torch.load(os.path.join(full, "checkpoint.pth.tar"), map_location="cpu", weights_only=True)
-    b = torch.load(rolling, map_location="cpu", weights_only=True)
+    a, b = torch_load(os.path.join(full, "checkpoint.pth.tar")), torch_load(rolling)
     assert a["epoch"] == b["epoch"] == 3 and b["args"]["resume"] == rolling
     for key in ("state_dict", "model_ema"):
         assert all(torch.equal(a[key][k], b[key][k]) for k in a[key]), key

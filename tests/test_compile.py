@@ -16,6 +16,7 @@ from conftest import REPO_ROOT
 
 import main
 from tests.datasets import make_image_folder
+from training.checkpoint import torch_load
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -33,7 +34,7 @@ def data_root(tmp_path_factory):
 
 
 def load(path):
-    return torch.load(path, map_location="cpu", weights_only=True)
+    return torch_load(path)
 
 
 def assert_torchvision_loads(saved):

@@ -1,6 +1,7 @@
 """main.py --tensorboard DIR end to end: the event file holds metrics.jsonl's numbers (read back with TensorBoard's
 own EventAccumulator), a missing package stops the run before anything is written, and the file is closed on an
 error too."""
+import importlib.util
 import json
 import os
 import subprocess
@@ -15,6 +16,9 @@ from tests.test_tensorboard_log import read_scalars
 from training.tensorboard_log import INSTALL_HINT
 
 pytestmark = pytest.mark.usefixtures("one_thread")
+needs_tensorboard = pytest.mark.skipif(importlib.util.find_spec("tensorboard") is None,
+                                       reason="tensorboard (requirements-dev.txt) is not installed for this Python; "
+                                              "test_missing_package_stops_before_anything_is_written covers it")
 
 SMALL = ["-a", "shufflenet_v2_x0_5", "-j", "2", "--train-crop-size", "32", "--val-resize-size", "32",
          "--val-crop-size", "32", "--device", "cpu", "--lr", "0.05", "--seed", "5", "-b", "4"]
@@ -49,6 +53,7 @@ def expected_scalars(path):
     return expected
 
 
+@needs_tensorboard
 def test_event_file_scalars_equal_metrics_jsonl(data_root, tmp_path, capsys):
     out, board = str(tmp_path / "out"), str(tmp_path / "board")
     assert main.main(SMALL + ["--data", data_root, "--epochs", "2", "--steps-per-epoch", "3", "-p", "2",
@@ -64,6 +69,7 @@ def test_event_file_scalars_equal_metrics_jsonl(data_root, tmp_path, capsys):
         assert [v for _, v in scalars[tag]] == pytest.approx([v for _, v in points], rel=1e-6), tag  # float32
 
 
+@needs_tensorboard
 def test_event_file_is_closed_when_the_run_fails(data_root, tmp_path, capsys, monkeypatch):
     from training import engine, tensorboard_log
     closed = []
