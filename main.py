@@ -80,6 +80,8 @@ def resolve_resume_auto(args):
     line that says which."""
     path, line = auto_resume.find_checkpoint(args.output_dir, args.checkpoint_nameprefix)
     args.resume = path or ""
+    if path and not args.evaluate and auto_resume.epochs_done(path) >= args.epochs:
+        line += "; that run is complete (--epochs {}): nothing left to train".format(args.epochs)
     if args.evaluate and not (args.resume or args.pretrained):
         raise UserError("--evaluate --resume auto: no checkpoint in {} to score".format(args.output_dir))
     return line

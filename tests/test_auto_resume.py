@@ -106,3 +106,16 @@ def test_stopped_after_epoch_1_continues_at_epoch_2_with_identical_weights(data_
     with open(os.path.join(stopped, "metrics.jsonl")) as stream:
         epochs = [r["epoch"] for r in map(json.loads, stream) if r["kind"] == "epoch"]
     assert epochs == [0, 1, 2]  # the resumed run appended to the stopped run's records
+
+
+def test_a_finished_run_says_nothing_is_left(tmp_path, capsys):
+    argv = ["--dummy", "-a", "shufflenet_v2_x0_5", "-b", "4", "--lr", "0.01", "--epochs", "1", "--steps-per-epoch",
+            "1", "--train-crop-size", "32", "-j", "0", "--num-classes", "3", "--device", "cpu", "--seed", "1",
+            "--resume", "auto", "--output-dir", str(tmp_path)]
+    assert main.main(argv) == 0
+    assert main.main(argv) == 0
+    out = capsys.readouterr().out.splitlines()
+    rolling = os.path.join(str(tmp_path), "checkpoint.pth.tar")
+    assert ("=> --resume auto: continuing from {} (after 1 epoch(s)); that run is complete (--epochs 1): nothing "
+            "left to train".format(rolling)) in out
+    assert sum(" Epoch: [0]" in line for line in out) == 1  # trained once

@@ -24,6 +24,11 @@ def _complete_epoch(path):
     return saved["epoch"]
 
 
+def epochs_done(path):
+    """The epoch count stored in the checkpoint at `path` (0 when it has none)."""
+    return _complete_epoch(path) or 0
+
+
 def numbered_checkpoints(output_dir, prefix):
     """[(N, path)] of the `PREFIX_epochN.pth.tar` files in `output_dir`, highest N first."""
     pattern = re.compile(r"^{}_epoch(\d+)\.pth\.tar$".format(re.escape(prefix)))
