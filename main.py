@@ -17,11 +17,11 @@ import torch
 import models
 from training import checkpoint as ckpt
 from training import device as devices
-from training import distributed, engine, files, finite, logs, optim, precision
+from training import auto_resume, compiling, distributed, engine, files, finite, logs, lr_hints, optim, precision
+from training import supervisor, tensorboard_log
 from training.bn_recalibration import recalibrate_models
 from training.ema import ModelEma
 from training.errors import EXIT_INTERRUPTED, EXIT_USER_ERROR, UserError
-from training import supervisor
 
 IMAGENET_TRAIN_IMAGES = 1281167
 SPAWN_FLAG = "--multiprocessing-distributed"
@@ -42,8 +42,18 @@ def main(argv=None):
         previous = None
     try:
         options.check_args(args)
+        if args.tensorboard:
+            tensorboard_log.summary_writer_class()  # a missing package stops here, before anything is written
+        if args.compile:
+            compiling.check_available()
         device_type = devices.resolve_device_type(args.device)
         launch = distributed.plan(args, devices.device_count(device_type))
+        notes = lr_hints.lr_warnings(args, options.given_dests(argv))
+        if args.resume == "auto":
+            notes.append(auto_resume.resolve(args))
+        if launch.mode != "spawn" and _rank(launch) == "0":  # said once: by rank 0, not by a spawning parent
+            for line in notes:
+                print(line, flush=True)
         if not args.dummy:
             data_module().check_data_root(args.data)
         if args.check_only:
@@ -60,13 +70,17 @@ def main(argv=None):
         print("error: {}".format(exc), file=sys.stderr, flush=True)
         return EXIT_INTERRUPTED
     except KeyboardInterrupt as exc:
-        rank = (launch.ranks[0] if launch else {}).get("RANK", os.environ.get("RANK", "0"))
-        if rank == "0":  # the writer of the checkpoints speaks; the other ranks stop quietly
+        if _rank(launch) == "0":  # the writer of the checkpoints speaks; the other ranks stop quietly
             report_interrupt(args, exc, started)
         return EXIT_INTERRUPTED
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+def _rank(launch):
+    """This process's RANK (a string) as planned, "0" for a single process."""
+    return (launch.ranks[0] if launch else {}).get("RANK", os.environ.get("RANK", "0"))
 
 
 def _raise_interrupted(signum, frame):
@@ -96,12 +110,9 @@ def check_only(args, launch):
     """--check-only: --resume loads and every process gets one full training batch; nothing is written."""
     if args.resume:
         ckpt.load_checkpoint(args.resume, "--resume")
-    world = launch.world_size
     if not (args.dummy or args.evaluate):
         samples, _ = data_module().scan_folder(os.path.join(args.data, "train"))
-        if len(samples) // world < args.batch_size // world:
-            raise UserError("the training set has fewer images than one batch per process ({}): lower --batch-size"
-                            .format(args.batch_size // world))
+        steps_per_epoch(args, len(samples) // args.batch_size, launch.world_size)
     return 0
 
 
@@ -122,7 +133,7 @@ def run_process(args, device_type):
 
 
 def train(args, ctx, device, log):
-    """Data, model, precision, optimizer, schedule, EMA, resume, the epochs, the checkpoints."""
+    """Data, model, precision, optimizer, schedule, EMA, resume, then the epochs."""
     is_main = ctx.rank == 0
     ckpt.seed_everything(args.seed)  # same initial weights on every rank
     data = build_data(args, ctx, device)
@@ -141,51 +152,56 @@ def train(args, ctx, device, log):
     model, optimizer = amp.prepare(model, optimizer)
     start_epoch, best_acc1 = ckpt.resume(checkpoint, args=args, world_size=ctx.world_size, rank=ctx.rank,
                                          optimizer=optimizer, amp=amp, ema=ema, log=log)
-    steps = None if args.evaluate else steps_per_epoch(args, data.train, ctx.world_size)
+    steps = None if args.evaluate else steps_per_epoch(args, len(data.train), ctx.world_size)
     # the first file this run writes (a failed start above leaves an earlier run's metrics.jsonl as it was)
-    metrics = logs.MetricsWriter(os.path.join(args.output_dir, "metrics.jsonl"), enabled=is_main,
-                                 append=bool(args.resume) or args.evaluate)
-    if args.resume and not args.evaluate:  # readers drop the records of epochs >= this one written before it
-        metrics.write({"kind": "resume", "epoch": start_epoch})
-    loop = engine.Loop(criterion=engine.build_criterion(args.label_smoothing).to(device), amp=amp,
-                       preprocess=data.preprocess, device=device, log=log, metrics=metrics,
-                       print_freq=args.print_freq, world_size=ctx.world_size)
-    if args.evaluate:
-        engine.evaluate(model, ema, data.val, loop, epoch=start_epoch)
-        return
+    with logs.MetricsWriter(os.path.join(args.output_dir, "metrics.jsonl"), enabled=is_main,
+                            append=bool(args.resume) or args.evaluate, tensorboard=args.tensorboard) as metrics:
+        loop = engine.Loop(criterion=engine.build_criterion(args.label_smoothing).to(device), amp=amp,
+                           preprocess=data.preprocess, device=device, log=log, metrics=metrics,
+                           print_freq=args.print_freq, world_size=ctx.world_size)
+        if args.evaluate:
+            engine.evaluate(model, ema, data.val, loop, epoch=start_epoch)
+            return
+        if args.resume:  # readers drop the records of epochs >= this one written before it
+            metrics.write({"kind": "resume", "epoch": start_epoch})
+        opt = engine.Optimization(optimizer=optimizer, ema=ema,
+                                  schedule=optim.LrSchedule(args.lr, args.epochs, steps, args.warm_up_epochs,
+                                                            args.lr_schedule),
+                                  accumulation_steps=optim.gradient_accumulation_steps(args))
+        saver = ckpt.CheckpointSaver(args.output_dir, prefix=args.checkpoint_nameprefix, every=args.checkpoint_freq,
+                                     best_acc1=best_acc1, enabled=is_main,
+                                     meta={"arch": args.arch, "args": vars(args), "classes": data.classes})
+        if is_main:
+            files.remove_stale_temps(args.output_dir)  # temp files of a write that a kill interrupted
+        run_epochs(args, ctx, data=data, model=model, ema=ema, loop=loop, opt=opt, saver=saver,
+                   start_epoch=start_epoch, steps=steps)
 
-    opt = engine.Optimization(optimizer=optimizer, ema=ema,
-                              schedule=optim.LrSchedule(args.lr, args.epochs, steps, args.warm_up_epochs,
-                                                        args.lr_schedule),
-                              accumulation_steps=optim.gradient_accumulation_steps(args))
-    saver = ckpt.CheckpointSaver(args.output_dir, prefix=args.checkpoint_nameprefix, every=args.checkpoint_freq,
-                                 best_acc1=best_acc1, enabled=is_main,
-                                 meta={"arch": args.arch, "args": vars(args), "classes": data.classes})
-    if is_main:
-        files.remove_stale_temps(args.output_dir)  # temp files of a write that a kill interrupted
+
+def run_epochs(args, ctx, *, data, model, ema, loop, opt, saver, start_epoch, steps):
+    """Train, check, evaluate and save each epoch; then the optional BatchNorm recalibration."""
     trained = model
     if ctx.world_size > 1:
-        ids = [device.index] if device.type in ("cuda", "npu") else None
+        ids = [loop.device.index] if loop.device.type in ("cuda", "npu") else None
         trained = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+    if args.compile:
+        trained = compiling.compile_model(trained, args.compile_backend)
+    if args.dummy:
+        loop.log("=> --dummy: synthetic data, validation skipped (its accuracy would mean nothing)")
+    weights = [model] + ([ema.module] if ema is not None else [])
+    state = {"model": model, "optimizer": opt.optimizer, "amp": loop.amp, "ema": ema}
     for epoch in range(start_epoch, args.epochs):
         set_epoch(data, epoch)
         engine.train_one_epoch(trained, data.train, loop, opt, epoch=epoch, steps=steps)
-        finite.check_weights(weight_sets(model, ema), epochs_done=epoch + 1, base_lr=args.lr)  # before any file
+        finite.check_weights(weights, epochs_done=epoch + 1, base_lr=args.lr)  # before any file is written
         acc1 = engine.evaluate(model, ema, data.val, loop, epoch=epoch) if should_evaluate(epoch, args) else None
-        saver.save(epoch + 1, acc1, model=model, optimizer=optimizer, amp=amp, ema=ema)
+        saver.save(epoch + 1, acc1, **state)
     if args.bn_recalibrate:
         set_epoch(data, args.epochs)
-        used = recalibrate_models(weight_sets(model, ema), data.train,
-                                  preprocess=data.preprocess, num_batches=args.bn_recalibrate)
-        log("=> BatchNorm statistics recomputed over {} batches".format(used))
-        acc1 = engine.evaluate(model, ema, data.val, loop, epoch=args.epochs)
-        finite.check_weights(weight_sets(model, ema), epochs_done=args.epochs, base_lr=args.lr)
-        saver.save(args.epochs, acc1, model=model, optimizer=optimizer, amp=amp, ema=ema)
-
-
-def weight_sets(model, ema):
-    """The model and its EMA copy, when there is one."""
-    return [model] + ([ema.module] if ema is not None else [])
+        used = recalibrate_models(weights, data.train, preprocess=data.preprocess, num_batches=args.bn_recalibrate)
+        loop.log("=> BatchNorm statistics recomputed over {} batches".format(used))
+        acc1 = engine.evaluate(model, ema, data.val, loop, epoch=args.epochs) if not args.dummy else None
+        finite.check_weights(weights, epochs_done=args.epochs, base_lr=args.lr)
+        saver.save(args.epochs, acc1, **state)
 
 
 def data_module():
@@ -240,8 +256,9 @@ def build_model(args, num_classes, checkpoint):
     return model
 
 
-def steps_per_epoch(args, loader, world_size):
-    steps = min(len(loader), args.steps_per_epoch or len(loader))
+def steps_per_epoch(args, batches, world_size):
+    """Iterations per epoch: the loader's full batches, capped by --steps-per-epoch; none is a one-line error."""
+    steps = min(batches, args.steps_per_epoch or batches)
     if steps == 0:
         raise UserError("the training set has fewer images than one batch per process ({}): lower --batch-size"
                         .format(args.batch_size // world_size))
@@ -256,7 +273,10 @@ def set_epoch(data, epoch):
 
 
 def should_evaluate(epoch, args):
-    """Every --eval-freq epochs, every epoch in the last 10% of the run, and after the last epoch."""
+    """Every --eval-freq epochs, every epoch in the last 10% of the run, and after the last epoch; never on
+    --dummy's synthetic data."""
+    if args.dummy:
+        return False
     return (epoch + 1) % args.eval_freq == 0 or epoch >= int(args.epochs * 0.9) or epoch + 1 == args.epochs
 
 

@@ -136,11 +136,15 @@ def test_apex_path_with_fakes_trains_and_checkpoints(fakes, capsys):
                                       apex_optimizers=devices.import_apex()[1])) is torch.optim.SGD
 
 
-def test_native_amp_on_cpu_warns_without_apex_and_uses_bfloat16(fresh_imports):
+def test_native_amp_on_cpu_uses_bfloat16_without_an_apex_warning(fresh_imports):
+    """apex never applies on a CPU: no warning about it, whether it is installed (the fakes) or not."""
     fresh_imports.setitem(sys.modules, "apex", None)  # import apex -> ImportError
     lines = []
     amp = precision.build_amp(True, "cpu", "O2", "64", log=lines.append)
-    assert lines and lines[0].startswith("warning: --amp: apex is not available")
+    assert lines == ["note: --amp on CPU: native bfloat16 autocast"]
+    gpu_lines = []
+    precision.build_amp(True, "cuda", "O2", "64", log=gpu_lines.append)
+    assert len(gpu_lines) == 1 and gpu_lines[0].startswith("warning: --amp: apex is not available (")
     assert amp.kind == "native-bfloat16" and amp.scaler is None and amp.state_dict() is None
     assert precision.build_amp(False, "cpu").kind == "off"
 
@@ -161,6 +165,15 @@ def test_native_amp_on_a_torch_without_cpu_autocast_warns_and_runs_float32(monke
         with amp.autocast():
             out = nn.Linear(4, 2)(torch.ones(1, 4))
     assert out.dtype == torch.float32
+
+
+def test_installed_apex_is_not_used_or_mentioned_on_cpu(fakes):
+    apex, _ = fakes
+    lines = []
+    amp = precision.build_amp(True, "cpu", "O2", "64", log=lines.append)
+    assert amp.kind == "native-bfloat16" and amp.apex_optimizers is None
+    assert lines == ["note: --amp on CPU: native bfloat16 autocast"]
+    assert apex.CALLS == []
 
 
 def test_bad_amp_flags():

@@ -72,6 +72,8 @@ def test_flag_problems(data_root, tmp_path, capsys):
     expect_error(TINY + ["--data", data_root, "--evaluate", "--output-dir", str(tmp_path / "ev")], capsys,
                  "--evaluate needs weights", "--resume FILE or --pretrained")
     assert not os.path.exists(str(tmp_path / "ev"))
+    expect_error(TINY + ["--dummy", "--evaluate", "--pretrained"], capsys,
+                 "--evaluate --dummy: synthetic data has no accuracy to measure; give --data DIR")
 
 
 def test_npu_without_torch_npu_names_the_reason(data_root, capsys, monkeypatch):

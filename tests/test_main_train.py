@@ -1,5 +1,6 @@
 """main.py end to end on CPU: log lines, metrics.jsonl, checkpoints, exact resume, SIGKILL / SIGTERM."""
 import json
+import math
 import os
 import signal
 import subprocess
@@ -55,7 +56,8 @@ def test_logs_metrics_and_checkpoints(data_root, tmp_path, capsys):
     # eval after the last epoch and after BN recalibration, each for the model and its EMA
     assert [r["ema"] for r in accs] == [False, True, False, True]
     assert all(0 <= r["acc1"] <= r["acc5"] <= 100 for r in accs)
-    assert any(line.startswith("warning: --amp: apex is not available") for line in stdout)
+    assert "note: --amp on CPU: native bfloat16 autocast" in stdout
+    assert not any("apex" in line for line in stdout)  # apex never applies on a CPU
     tests = [line for line in stdout if " Test: [" in line]
     assert tests and not any("Epoch:" in line for line in tests)
     assert all(line.startswith("[cpu id: 0 ] ") for line in stdout if zlog.parse_line(line))
@@ -64,7 +66,8 @@ def test_logs_metrics_and_checkpoints(data_root, tmp_path, capsys):
     kinds = [r["kind"] for r in metrics]
     assert kinds.count("step") == 4 and kinds.count("epoch") == 2 and kinds.count("eval") == 4
     step = metrics[0]
-    assert set(step) == {"kind", "epoch", "step", "steps", "loss", "lr", "acc1", "acc5", "batch_time", "data_time"}
+    assert set(step) == {"kind", "epoch", "step", "steps", "loss", "losses", "lr", "acc1", "acc5", "batch_time",
+                         "data_time"}
     assert step["lr"] == pytest.approx(0.05)
     epoch = [r for r in metrics if r["kind"] == "epoch"][-1]
     assert epoch["bad_images"] == 0 and epoch["fps"] == pytest.approx(fps[-1]["fps"], rel=1e-3)
@@ -243,3 +246,49 @@ def test_recipe_paper_without_a_launcher(tmp_path, capsys):
     for key in ("lr", "momentum", "weight_decay", "lr_schedule", "norm_weight_decay", "bias_weight_decay",
                 "label_smoothing", "color_jitter", "warm_up_epochs"):
         assert saved[key] == paper[key], key
+
+
+def test_dummy_run_skips_the_meaningless_validation(tmp_path, capsys):
+    """--dummy: no `Test:` lines, no Acc@1 and no eval record, but the FPS line and a checkpoint; the performance
+    launcher's summary (FPS and last step loss) still reads the log."""
+    out = str(tmp_path / "out")
+    argv = ["--dummy", "-a", "shufflenet_v2_x0_5", "-b", "4", "--epochs", "2", "--steps-per-epoch", "2",
+            "--train-crop-size", "32", "--val-crop-size", "32", "-j", "0", "--num-classes", "3", "--eval-freq", "1",
+            "--bn-recalibrate", "1", "--device", "cpu", "--seed", "1", "--output-dir", out]
+    assert main.main(argv) == 0
+    stdout = capsys.readouterr().out.splitlines()
+    assert "=> --dummy: synthetic data, validation skipped (its accuracy would mean nothing)" in stdout
+    assert not any(" Test: [" in line or "-ACC]" in line for line in stdout)
+    kinds = [r["kind"] for r in zlog.parse_log(stdout)]
+    assert "acc" not in kinds and kinds.count("fps") == 2 and kinds.count("step") >= 2
+    assert [r["kind"] for r in records(os.path.join(out, "metrics.jsonl"))].count("eval") == 0
+    assert load(os.path.join(out, "checkpoint.pth.tar"))["epoch"] == 2
+    from tools import modelzoo_summary
+    summary = dict(modelzoo_summary.summarize(stdout, "Net", 1, 4, "perf", 1.0))
+    assert float(summary["ActualFPS"]) > 0 and "TrainAccuracy" not in summary
+
+
+def test_step_lines_and_records_carry_lr_eta_and_every_step_loss(data_root, tmp_path, capsys):
+    """Print points at steps 0 and 3 of 4: `losses` holds 1 then 3 losses (one per step), whose mean over the
+    epoch is the epoch record's loss; the step lines end with the record's LR and an ETA that reaches 0."""
+    out = str(tmp_path / "out")
+    argv = SMALL + ["--data", data_root, "-b", "2", "--epochs", "2", "--steps-per-epoch", "4", "-p", "3",
+                    "--warm_up_epochs", "1", "--eval-freq", "100", "--output-dir", out]
+    assert main.main(argv) == 0
+    stdout = capsys.readouterr().out.splitlines()
+    lines = [zlog.parse_line(line) for line in stdout if " Epoch: [" in line]
+    steps = [r for r in records(os.path.join(out, "metrics.jsonl")) if r["kind"] == "step"]
+    epochs = [r for r in records(os.path.join(out, "metrics.jsonl")) if r["kind"] == "epoch"]
+    assert [(r["epoch"], r["step"], len(r["losses"])) for r in steps] == [(0, 0, 1), (0, 3, 3), (1, 0, 1),
+                                                                             (1, 3, 3)]
+    for line, record in zip(lines, steps):
+        assert line["loss"] == pytest.approx(record["losses"][-1], rel=1e-4)  # the printed value of this step
+        assert line["lr"] == pytest.approx(record["lr"], rel=1e-4)
+        assert 0 <= line["eta_epoch"] <= line["eta_run"]
+    # warm-up over the 4 steps of epoch 0, then cosine over the 4 of epoch 1
+    assert [r["lr"] for r in steps] == pytest.approx([0.05 / 4, 0.05, 0.05,
+                                                      0.05 * 0.5 * (1 + math.cos(math.pi * 3 / 4))], abs=1e-12)
+    assert lines[-1]["eta_epoch"] == lines[-1]["eta_run"] == 0 and lines[1]["eta_epoch"] == 0
+    for epoch in (0, 1):
+        losses = [loss for r in steps if r["epoch"] == epoch for loss in r["losses"]]
+        assert epochs[epoch]["loss"] == pytest.approx(sum(losses) / 4, rel=1e-6)

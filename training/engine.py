@@ -149,6 +149,15 @@ def _train_step(model, images, targets, loop, opt, boundary):
     return output, loss
 
 
+def time_left(meter, schedule, *, epoch, step, steps):
+    """(seconds left in this epoch of `steps` steps, seconds left in the run) after `step`, at this epoch's mean
+    step time so far. The run's figure counts training steps only (validation and checkpoints come on top)."""
+    mean_step = meter.time_total / max(1, meter.count)
+    in_epoch = max(0, steps - step - 1)
+    in_run = max(0, schedule.total_steps - epoch * schedule.steps_per_epoch - step - 1)
+    return in_epoch * mean_step, in_run * mean_step
+
+
 def train_one_epoch(model, loader, loop, opt, *, epoch, steps):
     """One epoch of at most `steps` batches. Returns the epoch record (also written to metrics.jsonl)."""
     model.train()
@@ -158,6 +167,7 @@ def train_one_epoch(model, loader, loop, opt, *, epoch, steps):
     epoch_start = time.time()
     fps_start = epoch_start if skip == 0 else None
     lr = opt.schedule.lr(epoch, 0)
+    pending_losses = []  # this step's and earlier steps' losses since the last print point (device tensors)
     opt.optimizer.zero_grad()
     end = time.time()
     for step, (images, targets, bad) in enumerate(loader):
@@ -173,6 +183,7 @@ def train_one_epoch(model, loader, loop, opt, *, epoch, steps):
         output, loss = _train_step(model, images, targets, loop, opt, boundary)
         with torch.no_grad():
             counts = meter.add(loss, output, targets)
+        pending_losses.append(loss.detach())
         if step + 1 == skip:
             synchronize(loop.device)
             fps_start = time.time()
@@ -180,10 +191,13 @@ def train_one_epoch(model, loader, loop, opt, *, epoch, steps):
         meter.tick(batch_time, data_time)
         if step % loop.print_freq == 0 or step + 1 == steps:
             fields = meter.fields(batch_time, data_time, loss, counts, targets.size(0))
-            loop.log(zlog.format_step(loop.log.head, epoch, step, steps, fields))
+            losses = torch.stack(pending_losses).double().tolist()  # already computed: the sync above waited
+            pending_losses = []
+            loop.log(zlog.format_step(loop.log.head, epoch, step, steps, fields, lr=lr,
+                                      eta=time_left(meter, opt.schedule, epoch=epoch, step=step, steps=steps)))
             loop.metrics.write({"kind": "step", "epoch": epoch, "step": step, "steps": steps, "loss": fields[2][1],
-                                "lr": lr, "acc1": fields[3][1], "acc5": fields[4][1], "batch_time": batch_time,
-                                "data_time": data_time})
+                                "losses": losses, "lr": lr, "acc1": fields[3][1], "acc5": fields[4][1],
+                                "batch_time": batch_time, "data_time": data_time})
             finite.check_loss(fields[2][1], epoch=epoch, step=step, base_lr=opt.schedule.base_lr)
             finite.check_loss(fields[2][2], epoch=epoch, step=step, base_lr=opt.schedule.base_lr)  # the mean so far
         end = time.time()

@@ -6,6 +6,7 @@ import json
 import os
 
 from training import modelzoo_log as zlog
+from training.tensorboard_log import TensorboardSink, open_tensorboard
 
 
 class Logger:
@@ -22,12 +23,17 @@ class Logger:
 
 class MetricsWriter:
     """metrics.jsonl: one JSON object per line, flushed at once (rank 0 only; other ranks get enabled=False).
-    `append=False` starts the file afresh (a new run), True adds to it (resume, --evaluate)."""
+    `append=False` starts the file afresh (a new run), True adds to it (resume, --evaluate). With `tensorboard=DIR`
+    every record also goes to TensorBoard event files in DIR (training/tensorboard_log.py). A context manager:
+    leaving it (at the end or on an error) closes the event file."""
 
-    def __init__(self, path, enabled=True, append=True):
+    def __init__(self, path, enabled=True, append=True, tensorboard=None):
         self.path = path
         self.enabled = enabled and path is not None
+        self.sink = None
         if self.enabled:
+            if tensorboard:  # first: a missing package or a bad folder stops before metrics.jsonl is touched
+                self.sink = TensorboardSink(open_tensorboard(tensorboard))
             os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
             if not append:
                 open(path, "w").close()
@@ -36,3 +42,17 @@ class MetricsWriter:
         if self.enabled:
             with open(self.path, "a") as stream:
                 stream.write(json.dumps(record, sort_keys=True) + "\n")
+            if self.sink is not None:
+                self.sink.write(record)
+
+    def close(self):
+        if self.sink is not None:
+            self.sink.close()
+            self.sink = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+        return False

@@ -10,6 +10,8 @@ _NUM = r"([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|nan|inf)"
 STEP_RE = re.compile(r"\[\w+ id: *\d+ *\] Epoch: \[(\d+)\]\[ *(\d+)/(\d+)\].*?\tLoss " + _NUM + r" \(" + _NUM + r"\)")
 FPS_RE = re.compile(r"\[\w+ id: *\d+ *\] \* FPS@all " + _NUM + r", TIME@all " + _NUM)
 ACC_RE = re.compile(r"\[\w+ id: *\d+ *\] \[([A-Z-]+)\] \* Acc@1 " + _NUM + r" Acc@5 " + _NUM)
+_CLOCK = r"(\d+):(\d\d):(\d\d)"
+LR_ETA_RE = re.compile(r"\tLR " + _NUM + r"\tETA " + _CLOCK + r" \(run " + _CLOCK + r"\)")
 
 ACC_TAG = "AVG-ACC"  # the model's own accuracy; what ModelZoo parsers grep for
 EMA_ACC_TAG = "EMA-ACC"  # the weight average's accuracy; deliberately does not contain "AVG-ACC"
@@ -27,9 +29,22 @@ def _progress(start, steps_done, steps, fields):
     return "\t".join(["{}[{:{w}d}/{}]".format(start, steps_done, steps, w=width)] + parts)
 
 
-def format_step(head, epoch, step, steps, fields):
-    """One progress line. `fields` is a sequence of (name, value, average, format spec), e.g. ("Loss", v, a, ".4e")."""
-    return _progress("{} Epoch: [{}]".format(head, epoch), step, steps, fields)
+def clock(seconds):
+    """`H:MM:SS` (hours past 24 stay hours, so the text is one whitespace field): 3725.4 -> `1:02:05`."""
+    total = max(0, int(round(seconds)))
+    return "{}:{:02d}:{:02d}".format(total // 3600, total // 60 % 60, total % 60)
+
+
+def format_step(head, epoch, step, steps, fields, *, lr=None, eta=None):
+    """One progress line. `fields` is a sequence of (name, value, average, format spec), e.g. ("Loss", v, a, ".4e").
+
+    With `lr` and `eta` (seconds left in the epoch, seconds left in the run) the line ends with
+    `\tLR 4.8828e-04\tETA 0:01:05 (run 12:30:00)`: after every ModelZoo field, so their greps and awks still read
+    the same columns."""
+    line = _progress("{} Epoch: [{}]".format(head, epoch), step, steps, fields)
+    if lr is not None and eta is not None:
+        line += "\tLR {:.4e}\tETA {} (run {})".format(lr, clock(eta[0]), clock(eta[1]))
+    return line
 
 
 def format_test(head, step, steps, fields):
@@ -49,11 +64,18 @@ def format_acc(head, acc1, acc5, tag=ACC_TAG):
 
 
 def parse_line(line):
-    """Return a dict for a step, FPS or accuracy line, else None."""
+    """Return a dict for a step, FPS or accuracy line, else None. A step line's dict has `lr`, `eta_epoch` and
+    `eta_run` (whole seconds) when the line has them."""
     match = STEP_RE.search(line)
     if match:
-        return {"kind": "step", "epoch": int(match.group(1)), "step": int(match.group(2)),
-                "steps": int(match.group(3)), "loss": float(match.group(4)), "loss_avg": float(match.group(5))}
+        record = {"kind": "step", "epoch": int(match.group(1)), "step": int(match.group(2)),
+                  "steps": int(match.group(3)), "loss": float(match.group(4)), "loss_avg": float(match.group(5))}
+        tail = LR_ETA_RE.search(line, match.end())
+        if tail:  # lines of this version; older logs have no LR / ETA
+            hms = [int(value) for value in tail.groups()[1:]]
+            record.update(lr=float(tail.group(1)), eta_epoch=hms[0] * 3600 + hms[1] * 60 + hms[2],
+                          eta_run=hms[3] * 3600 + hms[4] * 60 + hms[5])
+        return record
     match = FPS_RE.search(line)
     if match:
         return {"kind": "fps", "fps": float(match.group(1)), "step_time": float(match.group(2))}

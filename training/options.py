@@ -46,7 +46,8 @@ def build_parser():
                         "model registry's local weights file")
     g.add_argument("-j", "--workers", type=int, default=4, help="data loading worker processes per rank")
     g.add_argument("--dummy", action="store_true",
-                   help="synthetic uint8 batches made on the device: no data set, for FPS measurements")
+                   help="synthetic uint8 batches made on the device: no data set, for FPS measurements "
+                        "(no validation)")
     g.add_argument("--train-crop-size", type=int, default=224, help="RandomResizedCrop size for training")
     g.add_argument("--train-crop-scale", type=float, nargs=2, default=(0.08, 1.0), metavar=("MIN", "MAX"),
                    help="RandomResizedCrop area fraction range (ImageNet: 0.08 1.0; raise MIN for tiny images)")
@@ -98,6 +99,11 @@ def build_parser():
     g.add_argument("--loss-scale", default=None,
                    help="static loss scale (e.g. 64) or -1 for dynamic (default: dynamic)")
     g.add_argument("--gpu", type=int, default=None, help="device id of a single-process run")
+    g.add_argument("--compile", action="store_true",
+                   help="torch.compile the training step (torch >= 2.0; checkpoints, EMA and validation use the "
+                        "uncompiled model)")
+    g.add_argument("--compile-backend", default="inductor",
+                   help="torch.compile backend with --compile (e.g. aot_eager or eager to rule out inductor)")
 
     g = p.add_argument_group("distributed")
     g.add_argument("--multiprocessing-distributed", action="store_true",
@@ -128,13 +134,17 @@ def build_parser():
     g.add_argument("-e", "--evaluate", action="store_true",
                    help="only evaluate the weights of --resume FILE or --pretrained")
     g.add_argument("--resume", default="", metavar="FILE",
-                   help="continue from a checkpoint (a bare state_dict loads weights only)")
+                   help="continue from a checkpoint (a bare state_dict loads weights only); auto: from the newest "
+                        "complete checkpoint in --output-dir, or start fresh when there is none")
     g.add_argument("--output-dir", "--workspace", dest="output_dir", default=".",
                    help="folder for checkpoints and metrics.jsonl")
     g.add_argument("--checkpoint-nameprefix", default="checkpoint",
                    help="checkpoint file name prefix: PREFIX.pth.tar, PREFIX_epochN.pth.tar")
     g.add_argument("--checkpoint-freq", type=int, default=0,
                    help="also keep PREFIX_epochN.pth.tar every N epochs (0: never)")
+    g.add_argument("--tensorboard", metavar="DIR", default=None,
+                   help="also write metrics.jsonl's numbers as TensorBoard scalars into DIR (rank 0; needs the "
+                        "tensorboard package)")
     return p
 
 
@@ -147,6 +157,14 @@ def parse_args(argv=None):
     if name in recipes.NAMES:
         parser.set_defaults(**recipes.defaults(name))
     return parser.parse_args(argv)
+
+
+def given_dests(argv):
+    """The argparse dests that `argv` sets explicitly (whatever spelling: --lr or --learning-rate)."""
+    parser = build_parser()
+    for action in parser._actions:
+        action.default = argparse.SUPPRESS
+    return set(vars(parser.parse_known_args(argv)[0]))
 
 
 class Range:
@@ -285,6 +303,8 @@ def check_args(args):
     check_consistency(args)
     if args.evaluate and not (args.resume or args.pretrained):
         raise UserError("--evaluate needs weights to score: give --resume FILE or --pretrained")
+    if args.evaluate and args.dummy:
+        raise UserError("--evaluate --dummy: synthetic data has no accuracy to measure; give --data DIR")
     if not args.dummy and not args.data:
         raise UserError("--data DIR is required (a folder with train/ and val/), or use --dummy")
     check_output_dir(args.output_dir)

@@ -149,15 +149,16 @@ class Amp:
 
 def build_amp(enabled, device_type, opt_level="O2", loss_scale=None, *, log=print):
     """The Amp for these flags: apex when it imports and the device is npu/cuda, else native autocast, with a
-    warning when apex is absent (the ModelZoo flags ask for it)."""
+    warning when apex is absent on npu/cuda (the ModelZoo flags ask for it). On a CPU apex never applies: it is not
+    imported and nothing warns about it."""
     if opt_level not in ("O0", "O1", "O2", "O3"):
         raise UserError("--opt-level must be O0, O1, O2 or O3, got {!r}".format(opt_level))
     apex_amp = apex_optimizers = None
-    if enabled:
+    if enabled and device_type == "cpu":
+        log("note: --amp on CPU: native bfloat16 autocast")
+    elif enabled:
         apex_amp, apex_optimizers, reason = devices.import_apex()
         if apex_amp is None:
             log("warning: --amp: apex is not available ({}); using native torch AMP".format(reason))
-        elif device_type == "cpu":
-            log("note: --amp on CPU uses native bfloat16 autocast (apex amp needs npu or cuda)")
     return Amp(enabled, device_type, opt_level=opt_level, loss_scale=loss_scale, apex_amp=apex_amp,
                apex_optimizers=apex_optimizers)

@@ -25,14 +25,21 @@ EPOCH_TAGS = (("loss", "epoch/loss"), ("lr", "epoch/lr"), ("fps", "epoch/fps"))
 EVAL_KEYS = ("acc1", "acc5", "loss")
 
 
-def open_tensorboard(log_dir):
-    """torch.utils.tensorboard.SummaryWriter writing event files into `log_dir` (created when missing)."""
+def summary_writer_class():
+    """torch.utils.tensorboard.SummaryWriter; UserError when the tensorboard package is missing or unusable (main.py
+    calls this before anything is written, so a missing package stops the run at once)."""
     if importlib.util.find_spec("tensorboard") is None:
         raise UserError(INSTALL_HINT)
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError as exc:  # installed but unusable: older than torch accepts, or a dependency missing
         raise UserError("--tensorboard: torch.utils.tensorboard cannot be imported: {}".format(exc)) from None
+    return SummaryWriter
+
+
+def open_tensorboard(log_dir):
+    """torch.utils.tensorboard.SummaryWriter writing event files into `log_dir` (created when missing)."""
+    SummaryWriter = summary_writer_class()
     try:
         return SummaryWriter(log_dir=log_dir)
     except OSError as exc:
