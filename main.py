@@ -17,13 +17,12 @@ import torch
 import models
 from training import checkpoint as ckpt
 from training import device as devices
-from training import auto_resume, compiling, distributed, engine, files, finite, logs, lr_hints, optim, precision
-from training import supervisor, tensorboard_log
+from training import auto_resume, compiling, distributed, engine, files, finite, inputs, logs, lr_hints, optim
+from training import precision, supervisor, tensorboard_log
 from training.bn_recalibration import recalibrate_models
 from training.ema import ModelEma
 from training.errors import EXIT_INTERRUPTED, EXIT_USER_ERROR, UserError
 
-IMAGENET_TRAIN_IMAGES = 1281167
 SPAWN_FLAG = "--multiprocessing-distributed"
 
 
@@ -55,7 +54,7 @@ def main(argv=None):
             for line in notes:
                 print(line, flush=True)
         if not args.dummy:
-            data_module().check_data_root(args.data)
+            inputs.data_module().check_data_root(args.data)
         if args.check_only:
             return check_only(args, launch)
         if launch.mode == "spawn":
@@ -111,8 +110,8 @@ def check_only(args, launch):
     if args.resume:
         ckpt.load_checkpoint(args.resume, "--resume")
     if not (args.dummy or args.evaluate):
-        samples, _ = data_module().scan_folder(os.path.join(args.data, "train"))
-        steps_per_epoch(args, len(samples) // args.batch_size, launch.world_size)
+        samples, _ = inputs.data_module().scan_folder(os.path.join(args.data, "train"))
+        inputs.steps_per_epoch(args, len(samples) // args.batch_size, launch.world_size)
     return 0
 
 
@@ -136,7 +135,7 @@ def train(args, ctx, device, log):
     """Data, model, precision, optimizer, schedule, EMA, resume, then the epochs."""
     is_main = ctx.rank == 0
     ckpt.seed_everything(args.seed)  # same initial weights on every rank
-    data = build_data(args, ctx, device)
+    data = inputs.build(args, ctx, device)
     checkpoint = ckpt.load_checkpoint(args.resume, "--resume") if args.resume else None
     model = build_model(args, data.num_classes, checkpoint).to(device)
     if args.channels_last:
@@ -152,7 +151,7 @@ def train(args, ctx, device, log):
     model, optimizer = amp.prepare(model, optimizer)
     start_epoch, best_acc1 = ckpt.resume(checkpoint, args=args, world_size=ctx.world_size, rank=ctx.rank,
                                          optimizer=optimizer, amp=amp, ema=ema, log=log)
-    steps = None if args.evaluate else steps_per_epoch(args, len(data.train), ctx.world_size)
+    steps = None if args.evaluate else inputs.steps_per_epoch(args, len(data.train), ctx.world_size)
     # the first file this run writes (a failed start above leaves an earlier run's metrics.jsonl as it was)
     with logs.MetricsWriter(os.path.join(args.output_dir, "metrics.jsonl"), enabled=is_main,
                             append=bool(args.resume) or args.evaluate, tensorboard=args.tensorboard) as metrics:
@@ -190,59 +189,18 @@ def run_epochs(args, ctx, *, data, model, ema, loop, opt, saver, start_epoch, st
     weights = [model] + ([ema.module] if ema is not None else [])
     state = {"model": model, "optimizer": opt.optimizer, "amp": loop.amp, "ema": ema}
     for epoch in range(start_epoch, args.epochs):
-        set_epoch(data, epoch)
+        inputs.set_epoch(data, epoch)
         engine.train_one_epoch(trained, data.train, loop, opt, epoch=epoch, steps=steps)
         finite.check_weights(weights, epochs_done=epoch + 1, base_lr=args.lr)  # before any file is written
         acc1 = engine.evaluate(model, ema, data.val, loop, epoch=epoch) if should_evaluate(epoch, args) else None
         saver.save(epoch + 1, acc1, **state)
     if args.bn_recalibrate:
-        set_epoch(data, args.epochs)
+        inputs.set_epoch(data, args.epochs)
         used = recalibrate_models(weights, data.train, preprocess=data.preprocess, num_batches=args.bn_recalibrate)
         loop.log("=> BatchNorm statistics recomputed over {} batches".format(used))
         acc1 = engine.evaluate(model, ema, data.val, loop, epoch=args.epochs) if not args.dummy else None
         finite.check_weights(weights, epochs_done=args.epochs, base_lr=args.lr)
         saver.save(args.epochs, acc1, **state)
-
-
-def data_module():
-    """training.data, imported late so `--help` and flag errors do not wait for it."""
-    from training import data
-    return data
-
-
-class Data:
-    """This rank's loaders and what comes with them."""
-
-    def __init__(self, *, train, sampler, val, num_classes, classes, preprocess):
-        self.train, self.sampler, self.val = train, sampler, val
-        self.num_classes, self.classes, self.preprocess = num_classes, classes, preprocess
-
-
-def build_data(args, ctx, device):
-    """Loaders of this rank's share (synthetic with --dummy) and the device-side preprocessing."""
-    data, per_rank = data_module(), args.batch_size // ctx.world_size
-    # the colour jitter draws from its own generator, keyed by (seed + rank, epoch): exact resume with any --workers
-    preprocess = data.DevicePreprocess(jitter=args.color_jitter, channels_last=args.channels_last,
-                                       seed=args.seed + ctx.rank)
-    if args.dummy:
-        num_classes = args.num_classes or 1000
-        steps = args.steps_per_epoch or IMAGENET_TRAIN_IMAGES // args.batch_size
-        train = data.SyntheticLoader(per_rank, args.train_crop_size, num_classes, device, steps)
-        val = data.SyntheticLoader(per_rank, args.val_crop_size, num_classes, device, max(1, min(10, steps)))
-        return Data(train=train, sampler=None, val=val, num_classes=num_classes, classes=None, preprocess=preprocess)
-    train_dir, val_dir = data.check_data_root(args.data)
-    shared = {"world_size": ctx.world_size, "rank": ctx.rank, "strict": args.strict_data,
-              "pin_memory": device.type != "cpu"}
-    train, sampler = data.build_train_loader(train_dir, per_rank, args.workers, crop_size=args.train_crop_size,
-                                             seed=args.seed, scale=args.train_crop_scale, **shared)
-    val = data.build_val_loader(val_dir, per_rank, args.workers, resize_size=args.val_resize_size,
-                                crop_size=args.val_crop_size, **shared)
-    classes = list(train.dataset.classes)
-    if args.num_classes is not None and args.num_classes < len(classes):
-        raise UserError("--num-classes {} is smaller than the {} class folders in {}".format(
-            args.num_classes, len(classes), train_dir))
-    return Data(train=train, sampler=sampler, val=val, num_classes=args.num_classes or len(classes),
-                classes=classes, preprocess=preprocess)
 
 
 def build_model(args, num_classes, checkpoint):
@@ -254,22 +212,6 @@ def build_model(args, num_classes, checkpoint):
     if checkpoint is not None:
         ckpt.load_into_model(model, ckpt.split_weights(checkpoint)[0], args.resume)
     return model
-
-
-def steps_per_epoch(args, batches, world_size):
-    """Iterations per epoch: the loader's full batches, capped by --steps-per-epoch; none is a one-line error."""
-    steps = min(batches, args.steps_per_epoch or batches)
-    if steps == 0:
-        raise UserError("the training set has fewer images than one batch per process ({}): lower --batch-size"
-                        .format(args.batch_size // world_size))
-    return steps
-
-
-def set_epoch(data, epoch):
-    """Reseed what draws per epoch: the sampler's shuffle and the device-side colour jitter."""
-    if data.sampler is not None:
-        data.sampler.set_epoch(epoch)
-    data.preprocess.set_epoch(epoch)
 
 
 def should_evaluate(epoch, args):

@@ -1,0 +1,65 @@
+"""A run's inputs, from main.py's flags: this rank's loaders (or synthetic batches with --dummy), the device-side
+preprocessing, the per-epoch reseeding and the number of steps per epoch.
+
+training.data (loaders) is imported on first use, so that `main.py --help` and flag errors do not wait for it.
+"""
+from training.errors import UserError
+
+IMAGENET_TRAIN_IMAGES = 1281167  # the synthetic epoch of --dummy without --steps-per-epoch
+
+
+def data_module():
+    """training.data, imported late (see above)."""
+    from training import data
+    return data
+
+
+class Data:
+    """This rank's loaders and what comes with them."""
+
+    def __init__(self, *, train, sampler, val, num_classes, classes, preprocess):
+        self.train, self.sampler, self.val = train, sampler, val
+        self.num_classes, self.classes, self.preprocess = num_classes, classes, preprocess
+
+
+def build(args, ctx, device):
+    """Loaders of this rank's share (synthetic with --dummy) and the device-side preprocessing."""
+    data, per_rank = data_module(), args.batch_size // ctx.world_size
+    # the colour jitter draws from its own generator, keyed by (seed + rank, epoch): exact resume with any --workers
+    preprocess = data.DevicePreprocess(jitter=args.color_jitter, channels_last=args.channels_last,
+                                       seed=args.seed + ctx.rank)
+    if args.dummy:
+        num_classes = args.num_classes or 1000
+        steps = args.steps_per_epoch or IMAGENET_TRAIN_IMAGES // args.batch_size
+        train = data.SyntheticLoader(per_rank, args.train_crop_size, num_classes, device, steps)
+        val = data.SyntheticLoader(per_rank, args.val_crop_size, num_classes, device, max(1, min(10, steps)))
+        return Data(train=train, sampler=None, val=val, num_classes=num_classes, classes=None, preprocess=preprocess)
+    train_dir, val_dir = data.check_data_root(args.data)
+    shared = {"world_size": ctx.world_size, "rank": ctx.rank, "strict": args.strict_data,
+              "pin_memory": device.type != "cpu"}
+    train, sampler = data.build_train_loader(train_dir, per_rank, args.workers, crop_size=args.train_crop_size,
+                                             seed=args.seed, scale=args.train_crop_scale, **shared)
+    val = data.build_val_loader(val_dir, per_rank, args.workers, resize_size=args.val_resize_size,
+                                crop_size=args.val_crop_size, **shared)
+    classes = list(train.dataset.classes)
+    if args.num_classes is not None and args.num_classes < len(classes):
+        raise UserError("--num-classes {} is smaller than the {} class folders in {}".format(
+            args.num_classes, len(classes), train_dir))
+    return Data(train=train, sampler=sampler, val=val, num_classes=args.num_classes or len(classes),
+                classes=classes, preprocess=preprocess)
+
+
+def steps_per_epoch(args, batches, world_size):
+    """Iterations per epoch: the loader's full batches, capped by --steps-per-epoch; none is a one-line error."""
+    steps = min(batches, args.steps_per_epoch or batches)
+    if steps == 0:
+        raise UserError("the training set has fewer images than one batch per process ({}): lower --batch-size"
+                        .format(args.batch_size // world_size))
+    return steps
+
+
+def set_epoch(data, epoch):
+    """Reseed what draws per epoch: the sampler's shuffle and the device-side colour jitter."""
+    if data.sampler is not None:
+        data.sampler.set_epoch(epoch)
+    data.preprocess.set_epoch(epoch)
