@@ -14,13 +14,7 @@ from sklearn.datasets import load_sample_images
 from training import augment
 
 
-@pytest.fixture(autouse=True, params=["fast", "pillow"])
-def decode_path(request, monkeypatch):
-    """Every test here runs with the fast decoder (simplejpeg + OpenCV, the default) and with it disabled."""
-    if request.param == "fast" and augment.fast_modules() is None:
-        pytest.skip("simplejpeg/opencv-python-headless not installed: only the Pillow path can run")
-    monkeypatch.setenv(augment.FAST_DECODE_ENV, "1" if request.param == "fast" else "0")
-    return request.param
+pytestmark = pytest.mark.usefixtures("decode_path")  # every test: fast decoder and Pillow (conftest.py)
 
 
 def _torchvision_boxes(width, height, count):

@@ -93,12 +93,7 @@ def _worker_pids(iterator):
 def _measure(batches, count, batch_size, work, pids):
     """(images/s, CPU ms per image) over `count` batches after one warm-up batch (worker start-up excluded)."""
     work(next(batches))
-    start_wall, start_cpu = time.perf_counter(), _cpu_seconds(pids())
-    for _ in range(count):
-        work(next(batches))
-    wall = time.perf_counter() - start_wall
-    cpu = _cpu_seconds(pids()) - start_cpu
-    return count * batch_size / wall, cpu * 1000.0 / (count * batch_size)
+    return _measure_after_warmup(batches, count, batch_size, work, pids)
 
 
 def _endless(loader, sampler=None):
@@ -145,6 +140,7 @@ def measure_ours(train_dir, batch_size, workers, batches, jitter, preprocessing=
 
 
 def _measure_after_warmup(batches, count, batch_size, work, pids):
+    """(images/s, CPU ms per image) over the next `count` batches."""
     start_wall, start_cpu = time.perf_counter(), _cpu_seconds(pids())
     for _ in range(count):
         work(next(batches))
