@@ -721,7 +721,8 @@ def sample_log():
 
 
 def test_summary_takes_last_fps_last_training_loss_and_model_accuracy():
-    summary = modelzoo_summary.summarize(sample_log(), "Net", 8, 1024, "acc", 12.7, device_type="aarch64")
+    summary = modelzoo_summary.summarize(sample_log(), network="Net", rank_size=8, batch_size=1024, mode="acc",
+                                         e2e_seconds=12.7, device_type="aarch64")
     assert summary == [("Network", "Net"), ("RankSize", 8), ("BatchSize", 1024), ("DeviceType", "aarch64"),
                        ("CaseName", "Net_bs1024_8p_acc"), ("ActualFPS", "2000.000"), ("TrainingTime", "0.5120"),
                        ("ActualLoss", "5.2500"), ("TrainAccuracy", "20.000"), ("E2ETrainingTime", "12")]
@@ -733,10 +734,11 @@ def test_summary_takes_last_fps_last_training_loss_and_model_accuracy():
 def test_summary_refuses_logs_of_unfinished_runs():
     lines = sample_log()
     with pytest.raises(UserError, match="FPS@all"):
-        modelzoo_summary.summarize(lines[:2], "Net", 1, 8, "perf", 1)
+        modelzoo_summary.summarize(lines[:2], network="Net", rank_size=1, batch_size=8, mode="perf", e2e_seconds=1)
     with pytest.raises(UserError, match="AVG-ACC"):
-        modelzoo_summary.summarize(lines[:3], "Net", 1, 8, "acc", 1)
-    assert dict(modelzoo_summary.summarize(lines[:3], "Net", 1, 8, "perf", 1))["ActualFPS"] == "1000.000"
+        modelzoo_summary.summarize(lines[:3], network="Net", rank_size=1, batch_size=8, mode="acc", e2e_seconds=1)
+    assert dict(modelzoo_summary.summarize(
+        lines[:3], network="Net", rank_size=1, batch_size=8, mode="perf", e2e_seconds=1))["ActualFPS"] == "1000.000"
 
 
 def test_summary_command_writes_file_atomically(tmp_path, capsys):

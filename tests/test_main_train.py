@@ -264,7 +264,8 @@ def test_dummy_run_skips_the_meaningless_validation(tmp_path, capsys):
     assert [r["kind"] for r in records(os.path.join(out, "metrics.jsonl"))].count("eval") == 0
     assert load(os.path.join(out, "checkpoint.pth.tar"))["epoch"] == 2
     from tools import modelzoo_summary
-    summary = dict(modelzoo_summary.summarize(stdout, "Net", 1, 4, "perf", 1.0))
+    summary = dict(modelzoo_summary.summarize(stdout, network="Net", rank_size=1, batch_size=4, mode="perf",
+                                                   e2e_seconds=1.0))
     assert float(summary["ActualFPS"]) > 0 and "TrainAccuracy" not in summary
 
 

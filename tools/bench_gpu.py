@@ -123,7 +123,7 @@ def main(argv=None):
     rows = []
     for batch_size in args.batch_size:
         print("{} channels_last amp={} compile={} batch {}:".format(device_type, amp, compile_model, batch_size))
-        rows.append(bench_model.compare(ARCH, device_type, batch_size, args.rounds, args.steps,
+        rows.append(bench_model.compare(ARCH, device_type, batch_size, rounds=args.rounds, steps=args.steps,
                                         channels_last=True, amp=amp, compile_model=compile_model,
                                         image_size=image_size))
     bench_model.print_table(rows)

@@ -96,7 +96,7 @@ class TrainStep:
         return steps * self.images.shape[0] / (timer() - start)
 
 
-def compare(arch, device_type, batch_size, rounds=5, steps=5, channels_last=False, amp=False, compile_model=False,
+def compare(arch, device_type, batch_size, *, rounds=5, steps=5, channels_last=False, amp=False, compile_model=False,
             image_size=224, shuffle_impls=("auto",), clock="wall", log=print):
     """Alternate ours (one entry per shuffle impl) and torchvision; returns a dict with medians and ratios.
     clock: "wall" (images/s) or "cpu" (images per CPU-second, CPU device only)."""
@@ -203,9 +203,10 @@ def main(argv=None):
         for layout in layouts:
             for batch_size in args.batch_size:
                 print("{} {} batch {}:".format(device_type, layout, batch_size))
-                results.append(compare(args.arch, device_type, batch_size, args.rounds, args.steps,
-                                       LAYOUTS[layout], args.amp, args.compile, args.image_size,
-                                       tuple(args.shuffle_impl), args.clock))
+                results.append(compare(args.arch, device_type, batch_size, rounds=args.rounds, steps=args.steps,
+                                       channels_last=LAYOUTS[layout], amp=args.amp, compile_model=args.compile,
+                                       image_size=args.image_size, shuffle_impls=tuple(args.shuffle_impl),
+                                       clock=args.clock))
     print_table(results)
     ratios = [f["ratio"] for row in results for f in row["ours"].values()]
     print(json.dumps({"results": results, "min_ratio": min(ratios)}))

@@ -103,7 +103,7 @@ def expand_images(arguments):
     return paths
 
 
-def predict(model, paths, device, resize_size=256, crop_size=224, topk=5, batch_size=32):
+def predict(model, paths, device, *, resize_size=256, crop_size=224, topk=5, batch_size=32):
     """Yield (path, [(probability, class index), ...] best first) per image, a batch at a time, so a long folder
     shows results as it goes; UserError for an unreadable image."""
     preprocess = data.DevicePreprocess(jitter=0.0)
@@ -176,7 +176,8 @@ def main(argv=None):
     paths = expand_images(args.images)
     names = class_names(model.fc.out_features, meta, args.classes)
     model.to(device)
-    for path, top in predict(model, paths, device, sizes["val_resize_size"], sizes["val_crop_size"], args.topk):
+    for path, top in predict(model, paths, device, resize_size=sizes["val_resize_size"],
+                             crop_size=sizes["val_crop_size"], topk=args.topk):
         print(format_result(path, top, names))
     return 0
 

@@ -88,7 +88,7 @@ def with_metadata(content, metadata):
     return proto.SerializeToString()
 
 
-def compare_with_onnxruntime(model, path, atol, rtol, batch_sizes=(1, 3), crop_size=224, seed=0):
+def compare_with_onnxruntime(model, path, *, atol, rtol, batch_sizes=(1, 3), crop_size=224, seed=0):
     """(largest |onnxruntime - torch|, whether every output is within atol + rtol * |torch|) over random inputs of
     each batch size; None without onnxruntime."""
     try:
@@ -166,7 +166,7 @@ def main(argv=None):
         args.output, meta["arch"], args.opset, impl, c=crop))
     if args.no_check:
         return 0
-    compared = compare_with_onnxruntime(model, args.output, args.tolerance, args.rtol, crop_size=crop)
+    compared = compare_with_onnxruntime(model, args.output, atol=args.tolerance, rtol=args.rtol, crop_size=crop)
     if compared is None:
         print("onnxruntime not installed: output not checked")
         return 0

@@ -20,7 +20,7 @@ from training.recipes import NETWORK, case_name  # noqa: E402
 MODES = ("perf", "acc")
 
 
-def summarize(lines, network, rank_size, batch_size, mode, e2e_seconds, device_type=None):
+def summarize(lines, *, network, rank_size, batch_size, mode, e2e_seconds, device_type=None):
     """The summary as an ordered list of (key, value) from the lines of a rank-0 log.
 
     ActualFPS is the last epoch's `FPS@all` (global images/s over all ranks, the first steps excluded by main.py);
@@ -109,7 +109,8 @@ def main(argv=None):
     with open(args.log, errors="replace") as handle:
         lines = handle.readlines()
     try:
-        summary = summarize(lines, args.network, args.rank_size, args.batch_size, args.mode, args.e2e_seconds)
+        summary = summarize(lines, network=args.network, rank_size=args.rank_size, batch_size=args.batch_size,
+                            mode=args.mode, e2e_seconds=args.e2e_seconds)
     except UserError as exc:
         raise UserError("{} ({})".format(exc, args.log)) from None
     path = write_summary(summary, args.output_dir)

@@ -359,7 +359,7 @@ def _data_loader(dataset, sampler, batch_size, workers, pin_memory, drop_last):
     return BatchLoader(loader)
 
 
-def build_train_loader(root, batch_size, workers, crop_size=224, world_size=1, rank=0, seed=0, strict=False,
+def build_train_loader(root, batch_size, workers, *, crop_size=224, world_size=1, rank=0, seed=0, strict=False,
                        pin_memory=False, scale=augment.SCALE):
     """`(loader, sampler)` for train/: RandomResizedCrop (area fraction in `scale`) + flip in workers, drop_last,
     `sampler.set_epoch(e)`."""
@@ -374,7 +374,7 @@ def build_train_loader(root, batch_size, workers, crop_size=224, world_size=1, r
     return _data_loader(dataset, sampler, batch_size, workers, pin_memory, drop_last=True), sampler
 
 
-def build_val_loader(root, batch_size, workers, resize_size=256, crop_size=224, world_size=1, rank=0, strict=False,
+def build_val_loader(root, batch_size, workers, *, resize_size=256, crop_size=224, world_size=1, rank=0, strict=False,
                      pin_memory=False):
     """Loader for val/: Resize + CenterCrop, rank r gets samples r, r + world, ... (every image once)."""
     _check_sizes(batch_size, workers, world_size, rank)
