@@ -24,6 +24,7 @@ import training  # noqa: E402,F401  (bootstrap, before torch: see training/__ini
 import torch  # noqa: E402
 
 import models  # noqa: E402
+from training import compiling  # noqa: E402
 from training import device as devices  # noqa: E402
 from training import precision  # noqa: E402
 from training.engine import synchronize  # noqa: E402
@@ -60,9 +61,7 @@ class TrainStep:
         self.note = ""
         self.forward = self.model
         if compile_model:
-            if not hasattr(torch, "compile"):
-                raise UserError("--compile needs torch >= 2.0 (this is torch {})".format(torch.__version__))
-            self.forward = torch.compile(self.model)
+            self.forward = compiling.compile_model(self.model)  # one UserError line on a torch without it
 
     def run(self, steps):
         for _ in range(steps):
