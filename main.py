@@ -15,10 +15,19 @@ from training import options  # first: importing training prepares the torch imp
 import torch
 
 import models
-from training import checkpoint as ckpt
+from training.checkpoints import checkpoint as ckpt
+from training import seeding
 from training import device as devices
-from training import auto_resume, compiling, distributed, engine, files, finite, inputs, logs, lr_hints, optim
-from training import precision, supervisor, tensorboard_log
+from training import engine, optim
+from training.checkpoints import auto_resume
+from training import precision
+from training.launch import modes
+from training.launch import process_group
+from training.checkpoints import files
+from training.data import inputs, loaders
+from training.logs import writers
+from training.launch import supervisor
+from training.logs import tensorboard_sink
 from training.bn_recalibration import recalibrate_models
 from training.ema import ModelEma
 from training.errors import EXIT_INTERRUPTED, EXIT_USER_ERROR, UserError
@@ -42,30 +51,30 @@ def main(argv=None):
     try:
         options.check_args(args)
         if args.tensorboard:
-            tensorboard_log.summary_writer_class()  # a missing package stops here, before anything is written
+            tensorboard_sink.summary_writer_class()  # a missing package stops here, before anything is written
         if args.compile:
-            compiling.check_available()
+            precision.check_available()
         device_type = devices.resolve_device_type(args.device)
-        launch = distributed.plan(args, devices.device_count(device_type))
-        notes = lr_hints.lr_warnings(args, options.given_dests(argv))
+        launch = modes.plan(args, devices.device_count(device_type))
+        notes = options.lr_warnings(args, options.given_dests(argv))
         if args.resume == "auto":
             notes.append(auto_resume.resolve(args))
         if launch.mode != "spawn" and _rank(launch) == "0":  # said once: by rank 0, not by a spawning parent
             for line in notes:
                 print(line, flush=True)
         if not args.dummy:
-            inputs.data_module().check_data_root(args.data)
+            loaders.check_data_root(args.data)
         if args.check_only:
             return check_only(args, launch)
         if launch.mode == "spawn":
             return start_ranks(args, argv, launch, started)
-        with distributed.environment(launch.ranks[0]):
+        with modes.environment(launch.ranks[0]):
             run_process(args, device_type)
         return 0
     except UserError as exc:
         print("error: {}".format(exc), file=sys.stderr, flush=True)
         return EXIT_USER_ERROR
-    except distributed.RendezvousInterrupted as exc:  # every waiting process says what it waited for
+    except process_group.RendezvousInterrupted as exc:  # every waiting process says what it waited for
         print("error: {}".format(exc), file=sys.stderr, flush=True)
         return EXIT_INTERRUPTED
     except KeyboardInterrupt as exc:
@@ -110,37 +119,37 @@ def check_only(args, launch):
     if args.resume:
         ckpt.load_checkpoint(args.resume, "--resume")
     if not (args.dummy or args.evaluate):
-        samples, _ = inputs.data_module().scan_folder(os.path.join(args.data, "train"))
+        samples, _ = loaders.scan_folder(os.path.join(args.data, "train"))
         inputs.steps_per_epoch(args, len(samples) // args.batch_size, launch.world_size)
     return 0
 
 
 def run_process(args, device_type):
     """One training process, placed by the torchrun variables: device, process group, training."""
-    ctx = distributed.context()
+    ctx = modes.context()
     if device_type == "cpu" and ctx.local_world_size > 1 and not os.environ.get("OMP_NUM_THREADS"):
         # several CPU processes on one node: share the cores instead of each spinning on all of them
         torch.set_num_threads(supervisor.threads_per_process(ctx.local_world_size))
-    index = distributed.device_index(args, ctx)
+    index = modes.device_index(args, ctx)
     device = devices.set_device(device_type, index)
-    distributed.init_process_group(ctx, args.dist_backend or devices.default_backend(device_type),
+    process_group.init_process_group(ctx, args.dist_backend or devices.default_backend(device_type),
                                    timeout_seconds=args.dist_timeout)
     try:
-        train(args, ctx, device, logs.Logger(device_type, index, enabled=ctx.rank == 0))
+        train(args, ctx, device, writers.Logger(device_type, index, enabled=ctx.rank == 0))
     finally:
-        distributed.cleanup()
+        process_group.cleanup()
 
 
 def train(args, ctx, device, log):
     """Data, model, precision, optimizer, schedule, EMA, resume, then the epochs."""
     is_main = ctx.rank == 0
-    ckpt.seed_everything(args.seed)  # same initial weights on every rank
+    seeding.seed_everything(args.seed)  # same initial weights on every rank
     data = inputs.build(args, ctx, device)
     checkpoint = ckpt.load_checkpoint(args.resume, "--resume") if args.resume else None
     model = build_model(args, data.num_classes, checkpoint).to(device)
     if args.channels_last:
         model.to(memory_format=torch.channels_last)
-    ckpt.seed_everything(args.seed + ctx.rank)  # different augmentation streams per rank
+    seeding.seed_everything(args.seed + ctx.rank)  # different augmentation streams per rank
 
     amp = precision.build_amp(args.amp, device.type, args.opt_level, args.loss_scale, log=log)
     optimizer = optim.build_optimizer(
@@ -153,7 +162,7 @@ def train(args, ctx, device, log):
                                          optimizer=optimizer, amp=amp, ema=ema, log=log)
     steps = None if args.evaluate else inputs.steps_per_epoch(args, len(data.train), ctx.world_size)
     # the first file this run writes (a failed start above leaves an earlier run's metrics.jsonl as it was)
-    with logs.MetricsWriter(os.path.join(args.output_dir, "metrics.jsonl"), enabled=is_main,
+    with writers.MetricsWriter(os.path.join(args.output_dir, "metrics.jsonl"), enabled=is_main,
                             append=bool(args.resume) or args.evaluate, tensorboard=args.tensorboard) as metrics:
         loop = engine.Loop(criterion=engine.build_criterion(args.label_smoothing).to(device), amp=amp,
                            preprocess=data.preprocess, device=device, log=log, metrics=metrics,
@@ -183,7 +192,7 @@ def run_epochs(args, ctx, *, data, model, ema, loop, opt, saver, start_epoch, st
         ids = [loop.device.index] if loop.device.type in ("cuda", "npu") else None
         trained = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
     if args.compile:
-        trained = compiling.compile_model(trained, args.compile_backend)
+        trained = precision.compile_model(trained, args.compile_backend)
     if args.dummy:
         loop.log("=> --dummy: synthetic data, validation skipped (its accuracy would mean nothing)")
     weights = [model] + ([ema.module] if ema is not None else [])
@@ -191,7 +200,7 @@ def run_epochs(args, ctx, *, data, model, ema, loop, opt, saver, start_epoch, st
     for epoch in range(start_epoch, args.epochs):
         inputs.set_epoch(data, epoch)
         engine.train_one_epoch(trained, data.train, loop, opt, epoch=epoch, steps=steps)
-        finite.check_weights(weights, epochs_done=epoch + 1, base_lr=args.lr)  # before any file is written
+        engine.check_weights(weights, epochs_done=epoch + 1, base_lr=args.lr)  # before any file is written
         acc1 = engine.evaluate(model, ema, data.val, loop, epoch=epoch) if should_evaluate(epoch, args) else None
         saver.save(epoch + 1, acc1, **state)
     if args.bn_recalibrate:
@@ -199,7 +208,7 @@ def run_epochs(args, ctx, *, data, model, ema, loop, opt, saver, start_epoch, st
         used = recalibrate_models(weights, data.train, preprocess=data.preprocess, num_batches=args.bn_recalibrate)
         loop.log("=> BatchNorm statistics recomputed over {} batches".format(used))
         acc1 = engine.evaluate(model, ema, data.val, loop, epoch=args.epochs) if not args.dummy else None
-        finite.check_weights(weights, epochs_done=args.epochs, base_lr=args.lr)
+        engine.check_weights(weights, epochs_done=args.epochs, base_lr=args.lr)
         saver.save(args.epochs, acc1, **state)
 
 

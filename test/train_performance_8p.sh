@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Throughput run (synthetic data unless --data_path=DIR) on 8p, ModelZoo hyperparameters (training/recipes.py).
-# All logic is in training/launcher.py (via tools/modelzoo_launch.py); usage: bash test/train_performance_8p.sh --help
+# All logic is in training/launch/modelzoo.py (via tools/modelzoo_launch.py); usage: bash test/train_performance_8p.sh --help
 TEST_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 PYTHON=${PYTHON:-python3}
 command -v "${PYTHON}" >/dev/null || { echo "error: PYTHON=${PYTHON}: no such interpreter" >&2; exit 2; }

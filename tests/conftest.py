@@ -42,9 +42,9 @@ def requires_torch(version, feature):
 @pytest.fixture(params=["fast", "pillow"])
 def decode_path(request, monkeypatch):
     """Runs a test with the fast decoder (simplejpeg + OpenCV, the default) and again with it disabled."""
-    from training import augment
-    if request.param == "fast" and augment.fast_modules() is None:
+    from training.data import decode
+    if request.param == "fast" and decode.fast_modules() is None:
         pytest.skip("simplejpeg/opencv-python-headless not installed: only the Pillow path can run")
-    monkeypatch.setenv(augment.FAST_DECODE_ENV, "1" if request.param == "fast" else "0")
+    monkeypatch.setenv(decode.FAST_DECODE_ENV, "1" if request.param == "fast" else "0")
     return request.param
 

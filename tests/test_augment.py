@@ -1,4 +1,4 @@
-"""training/augment.py against torchvision: crop box sampling, colour jitter, reduced decoding (PSNR)."""
+"""training/decode.py against torchvision: crop box sampling, colour jitter, reduced decoding (PSNR)."""
 import os
 import random
 
@@ -11,7 +11,8 @@ from PIL import Image
 from scipy.stats import ks_2samp
 from sklearn.datasets import load_sample_images
 
-from training import augment
+from training.data import decode
+from training.data import device_preprocess
 
 
 pytestmark = pytest.mark.usefixtures("decode_path")  # every test: fast decoder and Pillow (conftest.py)
@@ -29,7 +30,7 @@ def _torchvision_boxes(width, height, count):
 
 def _our_boxes(width, height, count):
     rng = random.Random(0)
-    return np.array([augment.random_crop_box(width, height, rng) for _ in range(count)])
+    return np.array([decode.random_crop_box(width, height, rng) for _ in range(count)])
 
 
 @pytest.mark.parametrize("size", [(500, 375), (375, 500), (60, 20), (31, 30)])
@@ -62,7 +63,7 @@ def test_crop_box_rule_replays_torchvision_exactly(size):
     """Fed torchvision's own random draws, the rule gives torchvision's boxes (same draws, order, rounding)."""
     width, height = size
     torch.manual_seed(3)
-    ours = [augment.random_crop_box(width, height, _TorchDraws()) for _ in range(500)]
+    ours = [decode.random_crop_box(width, height, _TorchDraws()) for _ in range(500)]
     torch.manual_seed(3)
     image = torch.empty(3, height, width)
     theirs = []
@@ -81,8 +82,8 @@ def test_crop_box_fallback_equals_torchvision(size):
 
 def _reference_jitter(images, factors, order):
     """torchvision's functional tensor ops, one image at a time, in the given order."""
-    functions = {augment.BRIGHTNESS: TF.adjust_brightness, augment.CONTRAST: TF.adjust_contrast,
-                 augment.SATURATION: TF.adjust_saturation}
+    functions = {device_preprocess.BRIGHTNESS: TF.adjust_brightness, device_preprocess.CONTRAST: TF.adjust_contrast,
+                 device_preprocess.SATURATION: TF.adjust_saturation}
     out = []
     for image, row, steps in zip(images, factors.tolist(), order.tolist()):
         for op in steps:
@@ -96,16 +97,16 @@ def test_batched_and_per_image_jitter_equal_torchvision(strength):
     generator = torch.Generator()
     generator.manual_seed(1)
     images = torch.rand(12, 3, 9, 7, generator=generator)
-    factors, order = augment.sample_jitter(12, strength, generator)
+    factors, order = device_preprocess.sample_jitter(12, strength, generator)
     expected = _reference_jitter(images, factors, order)
-    batched = augment.color_jitter_(images.clone(), factors, order)
+    batched = device_preprocess.color_jitter_(images.clone(), factors, order)
     assert torch.allclose(batched, expected, atol=2e-6)
     one = images.clone()
     for i in range(12):
-        augment.color_jitter_one_(one[i], factors[i].tolist(), order[i].tolist())
+        device_preprocess.color_jitter_one_(one[i], factors[i].tolist(), order[i].tolist())
     assert torch.allclose(one, expected, atol=2e-6)
     # The 0..255 scale used by DevicePreprocess gives 255 times the same result.
-    scaled = augment.color_jitter_(images * 255.0, factors, order, bound=255.0)
+    scaled = device_preprocess.color_jitter_(images * 255.0, factors, order, bound=255.0)
     assert torch.allclose(scaled / 255.0, expected, atol=1e-5)
     assert (expected - images).abs().max() > 0.01  # the jitter did something
 
@@ -113,7 +114,7 @@ def test_batched_and_per_image_jitter_equal_torchvision(strength):
 def test_jitter_factors_and_orders_are_torchvisions_distribution():
     generator = torch.Generator()
     generator.manual_seed(0)
-    factors, order = augment.sample_jitter(6000, 0.4, generator)
+    factors, order = device_preprocess.sample_jitter(6000, 0.4, generator)
     assert factors.min() >= 0.6 and factors.max() <= 1.4
     assert abs(factors.mean().item() - 1.0) < 0.01
     assert torch.equal(order.sort(dim=1).values, torch.arange(3).expand(6000, 3))
@@ -123,8 +124,8 @@ def test_jitter_factors_and_orders_are_torchvisions_distribution():
     assert len(counts) == 6 and min(counts.values()) > 900  # all 6 orders, about 1000 each
     again = torch.Generator()
     again.manual_seed(0)
-    assert torch.equal(augment.sample_jitter(6000, 0.4, again)[0], factors)
-    low_factors, _ = augment.sample_jitter(100, 1.5, generator)
+    assert torch.equal(device_preprocess.sample_jitter(6000, 0.4, again)[0], factors)
+    low_factors, _ = device_preprocess.sample_jitter(100, 1.5, generator)
     assert low_factors.min() >= 0.0  # lower bound max(0, 1 - s), as torchvision
 
 
@@ -141,7 +142,7 @@ def photos(tmp_path_factory):
         image = Image.fromarray(array)
         for scale in (1, 2):
             path = os.path.join(str(folder), "photo{}_x{}.jpg".format(index, scale))
-            image.resize((640 * scale, 427 * scale), augment.BILINEAR).save(path, quality=90)
+            image.resize((640 * scale, 427 * scale), decode.BILINEAR).save(path, quality=90)
             paths.append(path)
     assert len(paths) == 4  # the tests below loop over these: none may pass on an empty list
     return paths
@@ -161,10 +162,10 @@ def test_reduced_train_decoding_is_close_to_full_decoding(photos):
         full = Image.open(path).convert("RGB")
         for out_size in (112, 224):
             for _ in range(6):
-                left, top, crop_w, crop_h = augment.random_crop_box(full.size[0], full.size[1], rng)
+                left, top, crop_w, crop_h = decode.random_crop_box(full.size[0], full.size[1], rng)
                 box = (left, top, left + crop_w, top + crop_h)
-                reductions.append(augment.dct_reduction(full.size[0], full.size[1], box, out_size))
-                ours = augment.decode_box(path, lambda w, h, b=box: b, out_size)
+                reductions.append(decode.dct_reduction(full.size[0], full.size[1], box, out_size))
+                ours = decode.decode_box(path, lambda w, h, b=box: b, out_size)
                 theirs = TF.resized_crop(full, top, left, crop_h, crop_w, [out_size, out_size],
                                          interpolation=T.InterpolationMode.BILINEAR)
                 assert ours.shape == (out_size, out_size, 3) and ours.dtype == np.uint8
@@ -183,14 +184,14 @@ def test_dct_reduction_is_pillows_draft_choice(photos):
                         int(np.ceil(height * out_size / float(box[3] - box[1]))))
                 drafted = image.draft("RGB", want) if want[0] < width and want[1] < height else None
                 expected = int(round(width / drafted[1][2])) if drafted else 1
-            assert augment.dct_reduction(width, height, box, out_size) == expected
+            assert decode.dct_reduction(width, height, box, out_size) == expected
 
 
 def test_reduced_val_decoding_is_close_to_torchvision_val(photos):
     """val_image vs Resize(256) + CenterCrop(224) on the full decode: >= 35 dB (1/2 reduction on large photos)."""
     transform = T.Compose([T.Resize(256), T.CenterCrop(224)])
     for path in photos:
-        ours = augment.val_image(path, 256, 224)
+        ours = decode.val_image(path, 256, 224)
         theirs = transform(Image.open(path).convert("RGB"))
         assert ours.shape == (224, 224, 3) and ours.dtype == np.uint8
         assert _psnr(ours, theirs) >= 35.0, path
@@ -198,15 +199,15 @@ def test_reduced_val_decoding_is_close_to_torchvision_val(photos):
 
 def test_center_crop_box_is_resize_then_center_crop():
     # 500x375: Resize(256) -> 341x256, CenterCrop(224) -> left round(58.5)=58 (banker's rounding), top 16.
-    left, top, right, bottom = augment.center_crop_box(500, 375, 256, 224)
+    left, top, right, bottom = decode.center_crop_box(500, 375, 256, 224)
     assert left == pytest.approx(58 * 500 / 341.0) and top == pytest.approx(16 * 375 / 256.0)
     assert right - left == pytest.approx(224 * 500 / 341.0) and bottom - top == pytest.approx(224 * 375 / 256.0)
 
 
 def test_flip_mirrors_the_crop(photos):
     box = (10, 20, 310, 250)
-    plain = augment.decode_box(photos[0], lambda w, h: box, 64)
-    flipped = augment.decode_box(photos[0], lambda w, h: box, 64, flip=True)
+    plain = decode.decode_box(photos[0], lambda w, h: box, 64)
+    flipped = decode.decode_box(photos[0], lambda w, h: box, 64, flip=True)
     assert np.array_equal(flipped, plain[:, ::-1])
 
 
@@ -222,7 +223,7 @@ def test_modes_and_formats_decode_like_convert_rgb(tmp_path, mode, fmt):
         image = image.convert(mode)
     path = str(tmp_path / "image.{}".format(fmt.lower()))
     image.save(path, format=fmt)
-    ours = augment.val_image(path, 72, 64)
+    ours = decode.val_image(path, 72, 64)
     theirs = T.Compose([T.Resize(72), T.CenterCrop(64)])(Image.open(path).convert("RGB"))
     assert ours.shape == (64, 64, 3)
     assert _psnr(ours, theirs) >= 35.0

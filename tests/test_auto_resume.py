@@ -1,4 +1,4 @@
-"""--resume auto: which checkpoint of --output-dir it continues from (training/auto_resume.py), and end to end a
+"""--resume auto: which checkpoint of --output-dir it continues from (training/checkpoints/auto_resume.py), and end to end a
 run stopped after epoch 1 that continues at epoch 2 and ends with the weights of an uninterrupted run."""
 import json
 import os
@@ -8,8 +8,8 @@ import torch
 
 import main
 from tests.datasets import make_image_folder
-from training.auto_resume import find_checkpoint
-from training.checkpoint import torch_load
+from training.checkpoints.auto_resume import find_checkpoint
+from training.checkpoints.checkpoint import torch_load
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

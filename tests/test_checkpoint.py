@@ -1,4 +1,4 @@
-"""training/checkpoint.py: atomic writes, weights-only loading, RNG state, bad files."""
+"""training/checkpoints/checkpoint.py: atomic writes, weights-only loading, RNG state, bad files."""
 import os
 import pickle
 import random
@@ -8,7 +8,8 @@ import pytest
 import torch
 import torchvision
 
-from training import checkpoint as ckpt
+from training.checkpoints import checkpoint as ckpt
+from training import seeding
 from training.errors import UserError
 
 
@@ -98,12 +99,12 @@ def test_rng_state_round_trip():
     random.seed(1)
     np.random.seed(2)
     torch.manual_seed(3)
-    state = ckpt.rng_state()
+    state = seeding.rng_state()
     first = (random.random(), np.random.rand(), torch.rand(1).item())
     random.seed(9)
     np.random.seed(9)
     torch.manual_seed(9)
-    ckpt.set_rng_state(state)
+    seeding.set_rng_state(state)
     assert (random.random(), np.random.rand(), torch.rand(1).item()) == first
 
 

@@ -11,7 +11,7 @@ import pytest
 from conftest import REPO_ROOT
 
 from tests.datasets import make_image_folder
-from training.worker_signals import IgnoreInterrupts
+from training.data.loaders import IgnoreInterrupts
 
 
 @pytest.fixture(scope="module")
@@ -38,9 +38,9 @@ def ignores_sigint(pid):
 def test_loader_workers_ignore_sigint(data_root):
     """Train and val loaders' workers ignore SIGINT; workers of a plain DataLoader (the control) do not."""
     import torch.utils.data
-    from training import data
-    train, _ = data.build_train_loader(os.path.join(data_root, "train"), 2, 2, crop_size=32, seed=0)
-    val = data.build_val_loader(os.path.join(data_root, "val"), 1, 2, resize_size=36, crop_size=32)
+    from training.data import loaders
+    train, _ = loaders.build_train_loader(os.path.join(data_root, "train"), 2, 2, crop_size=32, seed=0)
+    val = loaders.build_val_loader(os.path.join(data_root, "val"), 1, 2, resize_size=36, crop_size=32)
     plain = torch.utils.data.DataLoader(list(range(8)), batch_size=2, num_workers=2)
     for loader, quiet in ((plain, False), (train, True), (val, True)):
         before = children()

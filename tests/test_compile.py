@@ -16,7 +16,7 @@ from conftest import REPO_ROOT
 
 import main
 from tests.datasets import make_image_folder
-from training.checkpoint import torch_load
+from training.checkpoints.checkpoint import torch_load
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

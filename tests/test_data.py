@@ -1,4 +1,4 @@
-"""training/data.py: folders and their errors, loaders, seeds, sharding, bad images, device preprocessing."""
+"""training/loaders.py: folders and their errors, loaders, seeds, sharding, bad images, device preprocessing."""
 import logging
 import os
 import shutil
@@ -9,7 +9,9 @@ import torch
 import torchvision.transforms.functional as TF
 
 from tests.datasets import make_image_folder
-from training import augment, data
+from training.data import decode
+from training.data import device_preprocess
+from training.data import loaders
 from training.errors import UserError, run_cli
 
 
@@ -31,9 +33,9 @@ def _batches(loader):
 
 
 def test_check_data_root_accepts_an_imagenet_layout(root):
-    train_dir, val_dir = data.check_data_root(root)
+    train_dir, val_dir = loaders.check_data_root(root)
     assert (train_dir, val_dir) == (os.path.join(root, "train"), os.path.join(root, "val"))
-    assert data.num_classes(train_dir) == 3
+    assert loaders.num_classes(train_dir) == 3
 
 
 @pytest.mark.parametrize("breakage,needle", [
@@ -66,7 +68,7 @@ def test_check_data_root_names_what_is_missing(root, breakage, needle):
     elif breakage == "val_class_missing":
         shutil.rmtree(os.path.join(root, "val", "class_1"))
     with pytest.raises(UserError) as info:
-        data.check_data_root(root)
+        loaders.check_data_root(root)
     message = str(info.value)
     assert needle in message and "\n" not in message
     if breakage in ("empty_class", "only_text"):
@@ -80,8 +82,8 @@ def test_scan_is_sorted_recursive_and_skips_other_files(root, caplog):
     for name in ("readme.txt", ".hidden.jpg"):
         with open(os.path.join(train, "class_1", name), "w") as handle:
             handle.write("x")
-    with caplog.at_level(logging.WARNING, logger="training.data"):
-        samples, classes = data.scan_folder(train)
+    with caplog.at_level(logging.WARNING, logger="training.data.loaders"):
+        samples, classes = loaders.scan_folder(train)
     assert classes == ["class_0", "class_1", "class_2"]
     assert len(samples) == 25 and [t for _, t in samples] == sorted(t for _, t in samples)
     assert os.path.join(train, "class_0", "nested", "a.JPEG") in [p for p, _ in samples]
@@ -92,11 +94,11 @@ def test_scan_is_sorted_recursive_and_skips_other_files(root, caplog):
 def test_empty_train_folder_fails_at_start(tmp_path):
     os.makedirs(str(tmp_path / "train"))
     with pytest.raises(UserError, match="no class folders"):
-        data.build_train_loader(str(tmp_path / "train"), 2, 0)
+        loaders.build_train_loader(str(tmp_path / "train"), 2, 0)
     with pytest.raises(UserError, match="smaller than the crop size"):
-        data.build_val_loader(str(tmp_path / "train"), 2, 0, resize_size=200, crop_size=224)
+        loaders.build_val_loader(str(tmp_path / "train"), 2, 0, resize_size=200, crop_size=224)
     with pytest.raises(UserError, match="fewer than one batch"):
-        data.build_train_loader(make_image_folder(str(tmp_path / "d"), 2, 2, 1) + "/train", 8, 0)
+        loaders.build_train_loader(make_image_folder(str(tmp_path / "d"), 2, 2, 1) + "/train", 8, 0)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -105,7 +107,7 @@ def test_empty_train_folder_fails_at_start(tmp_path):
 
 def test_train_batches_are_uint8_and_reproducible_with_any_worker_count(root):
     train_dir = os.path.join(root, "train")
-    loader, sampler = data.build_train_loader(train_dir, 5, 0, crop_size=32, seed=7)
+    loader, sampler = loaders.build_train_loader(train_dir, 5, 0, crop_size=32, seed=7)
     assert len(loader) == 24 // 5  # drop_last
     sampler.set_epoch(3)
     first = _batches(loader)
@@ -119,7 +121,7 @@ def test_train_batches_are_uint8_and_reproducible_with_any_worker_count(root):
     sampler.set_epoch(4)
     other = _batches(loader)
     assert not all(torch.equal(a[0], b[0]) for a, b in zip(first, other))
-    workers, worker_sampler = data.build_train_loader(train_dir, 5, 2, crop_size=32, seed=7)
+    workers, worker_sampler = loaders.build_train_loader(train_dir, 5, 2, crop_size=32, seed=7)
     worker_sampler.set_epoch(3)
     in_workers = _batches(workers)
     assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(first, in_workers))
@@ -129,7 +131,7 @@ def test_train_shards_cover_the_data_set_once_per_epoch(root):
     train_dir = os.path.join(root, "train")
     seen = []
     for rank in range(3):
-        loader, sampler = data.build_train_loader(train_dir, 2, 0, crop_size=16, world_size=3, rank=rank, seed=1)
+        loader, sampler = loaders.build_train_loader(train_dir, 2, 0, crop_size=16, world_size=3, rank=rank, seed=1)
         sampler.set_epoch(0)
         keys = list(sampler)
         assert len(keys) == len(sampler) == 8
@@ -139,10 +141,10 @@ def test_train_shards_cover_the_data_set_once_per_epoch(root):
 
 def test_val_shards_see_every_image_exactly_once(root):
     val_dir = os.path.join(root, "val")  # 9 images over 2 ranks: 5 + 4, no padding
-    dataset_order = [t for _, t in data.scan_folder(val_dir)[0]]
+    dataset_order = [t for _, t in loaders.scan_folder(val_dir)[0]]
     targets = []
     for rank in range(2):
-        loader = data.build_val_loader(val_dir, 2, 0, resize_size=36, crop_size=32, world_size=2, rank=rank)
+        loader = loaders.build_val_loader(val_dir, 2, 0, resize_size=36, crop_size=32, world_size=2, rank=rank)
         got = torch.cat([t for _, t, _ in loader]).tolist()
         assert got == dataset_order[rank::2]
         targets.extend(got)
@@ -151,21 +153,21 @@ def test_val_shards_see_every_image_exactly_once(root):
 
 def test_val_batches_equal_load_val_image(root):
     val_dir = os.path.join(root, "val")
-    loader = data.build_val_loader(val_dir, 4, 0, resize_size=36, crop_size=32)
+    loader = loaders.build_val_loader(val_dir, 4, 0, resize_size=36, crop_size=32)
     images = torch.cat([i for i, _, _ in loader])
-    paths = [p for p, _ in data.scan_folder(val_dir)[0]]
+    paths = [p for p, _ in loaders.scan_folder(val_dir)[0]]
     assert images.shape == (9, 3, 32, 32)
     for k in (0, 8):
-        assert torch.equal(images[k], data.load_val_image(paths[k], 36, 32))
+        assert torch.equal(images[k], loaders.load_val_image(paths[k], 36, 32))
 
 
 def test_load_val_image_errors_name_the_file(tmp_path):
     with pytest.raises(UserError, match="image not found: .*missing.jpg"):
-        data.load_val_image(str(tmp_path / "missing.jpg"))
+        loaders.load_val_image(str(tmp_path / "missing.jpg"))
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"not a jpeg at all")
     with pytest.raises(UserError, match="unreadable image .*broken.jpg"):
-        data.load_val_image(str(broken))
+        loaders.load_val_image(str(broken))
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -188,8 +190,8 @@ def _break_files(root):
 
 def test_bad_images_are_replaced_counted_and_warned_once(root, caplog):
     bad_paths = _break_files(root)
-    loader, sampler = data.build_train_loader(os.path.join(root, "train"), 3, 0, crop_size=16, seed=0)
-    with caplog.at_level(logging.WARNING, logger="training.data"):
+    loader, sampler = loaders.build_train_loader(os.path.join(root, "train"), 3, 0, crop_size=16, seed=0)
+    with caplog.at_level(logging.WARNING, logger="training.data.loaders"):
         counts = []
         for epoch in range(2):
             sampler.set_epoch(epoch)
@@ -205,7 +207,7 @@ def test_bad_images_are_replaced_counted_and_warned_once(root, caplog):
 def test_strict_data_raises_user_error_naming_the_file(root):
     bad_paths = _break_files(root)
     for workers in (0, 1):
-        loader, _ = data.build_train_loader(os.path.join(root, "train"), 3, workers, crop_size=16, strict=True)
+        loader, _ = loaders.build_train_loader(os.path.join(root, "train"), 3, workers, crop_size=16, strict=True)
         message = None
         try:  # not pytest.raises: a kept traceback would hold the worker iterator and slow its shutdown
             for _ in loader:
@@ -229,31 +231,31 @@ def _reference(images_uint8, factors=None, order=None):
             for op in order[k].tolist():
                 function = {0: TF.adjust_brightness, 1: TF.adjust_contrast, 2: TF.adjust_saturation}[op]
                 image = function(image, factors[k, op].item())
-        out.append(TF.normalize(image, data.MEAN, data.STD))
+        out.append(TF.normalize(image, decode.MEAN, decode.STD))
     return torch.stack(out)
 
 
 def test_device_preprocess_normalizes_and_jitters_like_torchvision():
     images = torch.randint(0, 256, (6, 3, 10, 12), dtype=torch.uint8)
     original = images.clone()
-    plain = data.DevicePreprocess(jitter=0.4)(images, train=False)
+    plain = device_preprocess.DevicePreprocess(jitter=0.4)(images, train=False)
     assert plain.dtype == torch.float32 and torch.allclose(plain, _reference(images), atol=1e-5)
     generator = torch.Generator()
     generator.manual_seed(5)
-    jittered = data.DevicePreprocess(jitter=0.4, generator=generator)(images, train=True)
+    jittered = device_preprocess.DevicePreprocess(jitter=0.4, generator=generator)(images, train=True)
     generator.manual_seed(5)
-    factors, order = augment.sample_jitter(6, 0.4, generator)
+    factors, order = device_preprocess.sample_jitter(6, 0.4, generator)
     assert torch.allclose(jittered, _reference(images, factors, order), atol=1e-4)
     assert torch.equal(images, original)  # the input is never modified
-    assert torch.allclose(data.DevicePreprocess(jitter=0.0)(images, train=True), plain)
-    last = data.DevicePreprocess(channels_last=True)(images, train=False)
+    assert torch.allclose(device_preprocess.DevicePreprocess(jitter=0.0)(images, train=True), plain)
+    last = device_preprocess.DevicePreprocess(channels_last=True)(images, train=False)
     assert last.is_contiguous(memory_format=torch.channels_last) and torch.allclose(last, plain)
     with pytest.raises(UserError):
-        data.DevicePreprocess(jitter=-1)
+        device_preprocess.DevicePreprocess(jitter=-1)
 
 
 def test_synthetic_loader_yields_uint8_batches_on_the_device():
-    loader = data.SyntheticLoader(4, 16, 10, torch.device("cpu"), steps=3)
+    loader = loaders.SyntheticLoader(4, 16, 10, torch.device("cpu"), steps=3)
     batches = list(loader)
     assert len(loader) == 3 and len(batches) == 3
     for images, targets, bad in batches:
@@ -277,7 +279,7 @@ def test_bench_loader_makes_imagenet_like_data_and_prints_json(tmp_path, capsys,
 
     root = str(tmp_path / "bench")
     assert bench_loader.main(["--make-data", root, "--count", "24"]) == 0
-    samples, classes = data.scan_folder(os.path.join(root, "train"))
+    samples, classes = loaders.scan_folder(os.path.join(root, "train"))
     assert len(samples) == 24 and len(classes) == 10
     with Image.open(samples[0][0]) as image:
         assert image.format == "JPEG" and max(image.size) >= 400
@@ -300,27 +302,27 @@ def test_bench_loader_makes_imagenet_like_data_and_prints_json(tmp_path, capsys,
 
 def test_train_crop_scale_reaches_the_crop_boxes_and_is_validated(root, monkeypatch):
     areas = []
-    real_box = augment.random_crop_box
+    real_box = decode.random_crop_box
 
-    def recording_box(width, height, rng, scale=augment.SCALE, ratio=augment.RATIO):
+    def recording_box(width, height, rng, scale=decode.SCALE, ratio=decode.RATIO):
         box = real_box(width, height, rng, scale=scale, ratio=ratio)
         areas.append(box[2] * box[3] / float(width * height))
         return box
 
-    monkeypatch.setattr(augment, "random_crop_box", recording_box)
-    loader, _ = data.build_train_loader(os.path.join(root, "train"), batch_size=8, workers=0, crop_size=16,
+    monkeypatch.setattr(decode, "random_crop_box", recording_box)
+    loader, _ = loaders.build_train_loader(os.path.join(root, "train"), batch_size=8, workers=0, crop_size=16,
                                         scale=(0.7, 0.9))
     _batches(loader)
     assert len(areas) == 24
     # rounding the box to whole pixels moves the area fraction by a few percent on a 48x40 image
     assert all(0.62 <= a <= 0.98 for a in areas), areas
     with pytest.raises(UserError, match="crop scale"):
-        data.build_train_loader(os.path.join(root, "train"), batch_size=8, workers=0, scale=(0.9, 0.5))
+        loaders.build_train_loader(os.path.join(root, "train"), batch_size=8, workers=0, scale=(0.9, 0.5))
 
 
 def test_jitter_factors_reach_the_device_unchanged():
-    factors, order = augment.sample_jitter(5, 0.4, torch.Generator().manual_seed(3))
-    on_device_factors, on_device_order = data.upload_jitter(factors, order, torch.device("cpu"))
+    factors, order = device_preprocess.sample_jitter(5, 0.4, torch.Generator().manual_seed(3))
+    on_device_factors, on_device_order = device_preprocess.upload_jitter(factors, order, torch.device("cpu"))
     assert torch.equal(on_device_factors, factors)
     assert torch.equal(on_device_order, order) and on_device_order.dtype == torch.int64
 
@@ -332,26 +334,26 @@ def test_jitter_factors_reach_the_device_unchanged():
 def test_symlink_loops_and_links_to_parents_add_no_images(root, caplog):
     """A link to `..`, a link to the class itself and a link to another class: every image is listed once."""
     train = os.path.join(root, "train")
-    before, _ = data.scan_folder(train)
+    before, _ = loaders.scan_folder(train)
     os.symlink("..", os.path.join(train, "class_0", "up"))
     os.symlink(".", os.path.join(train, "class_1", "self"))
     os.symlink(os.path.join(train, "class_0"), os.path.join(train, "class_2", "other_class"))
     os.makedirs(os.path.join(train, "class_2", "deep"))
     os.symlink(os.path.join("..", ".."), os.path.join(train, "class_2", "deep", "loop"))
-    after, _ = data.scan_folder(train)
+    after, _ = loaders.scan_folder(train)
     assert after == before
-    data.check_data_root(root)  # finishes: no endless walk
+    loaders.check_data_root(root)  # finishes: no endless walk
 
 
 def test_fifo_and_other_special_files_are_skipped_and_counted(root, caplog):
     train = os.path.join(root, "train")
     os.mkfifo(os.path.join(train, "class_0", "pipe.jpg"))  # opening it to read would block for good
     os.mkfifo(os.path.join(train, "class_1", "pipe.png"))
-    with caplog.at_level(logging.WARNING, logger="training.data"):
-        samples, _ = data.scan_folder(train)
+    with caplog.at_level(logging.WARNING, logger="training.data.loaders"):
+        samples, _ = loaders.scan_folder(train)
     assert len(samples) == 24 and not any("pipe" in path for path, _ in samples)
     assert "skipped 2 entries" in caplog.text and "not regular files" in caplog.text
-    loader, sampler = data.build_train_loader(train, 4, 2, crop_size=16, seed=0)
+    loader, sampler = loaders.build_train_loader(train, 4, 2, crop_size=16, seed=0)
     assert sum(images.shape[0] for images, _, _ in loader) == 24  # a full epoch, nothing hangs
 
 
@@ -359,9 +361,9 @@ _BLOCKED = """
 import sys
 sys.modules["simplejpeg"] = None  # import raises ImportError, as when the package is not installed
 sys.modules["cv2"] = None
-from training import data
-loader, sampler = data.build_train_loader(sys.argv[1] + "/train", 4, 2, crop_size=24, seed=1)
-val = data.build_val_loader(sys.argv[1] + "/val", 4, 2, resize_size=28, crop_size=24)
+from training.data import loaders
+loader, sampler = loaders.build_train_loader(sys.argv[1] + "/train", 4, 2, crop_size=24, seed=1)
+val = loaders.build_val_loader(sys.argv[1] + "/val", 4, 2, resize_size=28, crop_size=24)
 for batches in (loader, val):
     for images, targets, bad in batches:
         print(tuple(images.shape), images.dtype, bad)
@@ -374,7 +376,7 @@ def test_missing_fast_packages_fall_back_with_one_warning_line(root, decode_path
     import subprocess
     import sys
 
-    monkeypatch.delenv(augment.FAST_DECODE_ENV, raising=False)
+    monkeypatch.delenv(decode.FAST_DECODE_ENV, raising=False)
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     result = subprocess.run([sys.executable, "-c", _BLOCKED, root], cwd=repo, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
@@ -382,8 +384,8 @@ def test_missing_fast_packages_fall_back_with_one_warning_line(root, decode_path
     assert len(warnings) == 1 and warnings[0].startswith("warning: fast JPEG decoding off"), warnings
     assert "pip install simplejpeg opencv-python-headless" in warnings[0]
     expected = []
-    loader, _ = data.build_train_loader(os.path.join(root, "train"), 4, 0, crop_size=24, seed=1)
-    val = data.build_val_loader(os.path.join(root, "val"), 4, 0, resize_size=28, crop_size=24)
+    loader, _ = loaders.build_train_loader(os.path.join(root, "train"), 4, 0, crop_size=24, seed=1)
+    val = loaders.build_val_loader(os.path.join(root, "val"), 4, 0, resize_size=28, crop_size=24)
     for batches in (loader, val):
         expected += ["{} {} {}".format(tuple(images.shape), images.dtype, bad) for images, _, bad in batches]
     assert result.stdout.splitlines() == expected
@@ -396,18 +398,18 @@ class _OpenCVThreads(torch.utils.data.Dataset):
         return 4
 
     def __getitem__(self, index):
-        return augment.fast_modules()[1].getNumThreads()
+        return decode.fast_modules()[1].getNumThreads()
 
 
 def test_opencv_uses_one_thread_per_process(root, decode_path):
     if decode_path != "fast":
         pytest.skip("OpenCV threads matter on the fast path only (this is the Pillow run of the same test)")
-    cv2 = augment.fast_modules()[1]
+    cv2 = decode.fast_modules()[1]
     cv2.setNumThreads(4)
-    data.build_train_loader(os.path.join(root, "train"), 4, 0, crop_size=16)  # workers=0: decoding here
+    loaders.build_train_loader(os.path.join(root, "train"), 4, 0, crop_size=16)  # workers=0: decoding here
     assert cv2.getNumThreads() == 1
     cv2.setNumThreads(4)  # as a parent with more threads would fork its workers
     loader = torch.utils.data.DataLoader(_OpenCVThreads(), batch_size=1, num_workers=2,
-                                         worker_init_fn=augment.init_worker)
+                                         worker_init_fn=decode.init_worker)
     assert [int(batch) for batch in loader] == [1, 1, 1, 1]
     cv2.setNumThreads(1)

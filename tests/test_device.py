@@ -8,7 +8,7 @@ import torch
 from conftest import FAKES_DIR, requires_torch
 from torch import nn
 
-from training import checkpoint as ckpt
+from training.checkpoints import checkpoint as ckpt
 from training import device as devices
 from training import engine, optim, precision
 from training.errors import UserError

@@ -1,4 +1,4 @@
-"""training/files.py: atomic_write gives normal permissions, never leaves half a file or a temp file, and reports
+"""training/checkpoints/files.py: atomic_write gives normal permissions, never leaves half a file or a temp file, and reports
 an unwritable output as one line that keeps the previous version; remove_stale_temps removes only its temp files."""
 import errno
 import os
@@ -11,7 +11,7 @@ import pytest
 from conftest import REPO_ROOT
 
 from training.errors import UserError
-from training.files import atomic_write, remove_stale_temps
+from training.checkpoints.files import atomic_write, remove_stale_temps
 
 
 @pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
@@ -101,7 +101,7 @@ def test_output_path_under_a_file_or_onto_a_folder(tmp_path):
 
 KILLED_WRITE = """
 import os, signal, sys
-from training.files import atomic_write
+from training.checkpoints.files import atomic_write
 real_fdopen = os.fdopen
 
 
@@ -162,7 +162,8 @@ def test_remove_stale_temps_removes_only_what_a_killed_write_left(tmp_path):
 FULL_DISK_SAVE = """
 import errno, os, sys
 import torch
-from training import checkpoint
+from training.checkpoints import checkpoint
+from training import seeding
 from training.errors import UserError
 
 path = sys.argv[1]
@@ -212,13 +213,13 @@ def test_full_disk_during_torch_save_is_one_line_on_every_torch(tmp_path):
     expected = "error: could not write {}: the disk is full (ENOSPC); its previous version is intact".format(path)
     assert result.stdout.splitlines() == [expected, expected]
     assert os.listdir(str(tmp_path)) == ["checkpoint.pth.tar"]
-    from training.checkpoint import load_checkpoint
+    from training.checkpoints.checkpoint import load_checkpoint
     assert load_checkpoint(path)["state_dict"]["w"].tolist() == [1.0] * 4
 
 
 def test_checkpoint_folder_that_is_a_file(tmp_path):
     """main.py --output-dir FILE: atomic_save cannot create the folder and says why in one line."""
-    from training.checkpoint import atomic_save
+    from training.checkpoints.checkpoint import atomic_save
 
     blocker = tmp_path / "out"
     blocker.write_bytes(b"notes")

@@ -13,8 +13,8 @@ from conftest import REPO_ROOT
 
 import main
 from tests.datasets import make_image_folder
-from training import finite
-from training.checkpoint import torch_load
+from training import engine
+from training.checkpoints.checkpoint import torch_load
 
 TINY = ["-a", "shufflenet_v2_x0_5", "-b", "4", "-j", "1", "--train-crop-size", "32", "--val-resize-size", "32",
         "--val-crop-size", "32", "--device", "cpu", "-p", "1", "--seed", "0"]
@@ -39,7 +39,7 @@ def test_a_diverging_run_stops_with_one_line_and_saves_no_nan(data_root, tmp_pat
                     r".*; restart with a lower --lr \(this run: 1e\+06\)$", lines[0]), lines[0]
     for path in glob.glob(str(out / "*.pth.tar")):  # what was saved before the stop is finite
         saved = torch_load(path)
-        assert finite.first_non_finite(saved["state_dict"]) is None, path
+        assert engine.first_non_finite(saved["state_dict"]) is None, path
         assert saved["epoch"] < 4
     assert "* FPS@all" in result.stdout  # it trained before it diverged
 
@@ -54,18 +54,18 @@ def test_lr_nan_is_refused_before_anything_starts(data_root, tmp_path, capsys):
 
 
 def test_loss_check_names_epoch_step_and_value():
-    finite.check_loss(2.5, epoch=0, step=3, base_lr=0.5)
-    with pytest.raises(finite.NonFinite) as caught:
-        finite.check_loss(float("nan"), epoch=2, step=7, base_lr=0.5)
+    engine.check_loss(2.5, epoch=0, step=3, base_lr=0.5)
+    with pytest.raises(engine.NonFinite) as caught:
+        engine.check_loss(float("nan"), epoch=2, step=7, base_lr=0.5)
     assert str(caught.value) == ("the training loss became nan by epoch 2, step 7: training diverged; restart with "
                                  "a lower --lr (this run: 0.5)")
 
 
 def test_weights_check_names_the_first_bad_tensor():
     model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2))
-    finite.check_weights([model], epochs_done=1, base_lr=0.1)
+    engine.check_weights([model], epochs_done=1, base_lr=0.1)
     model[1].running_var[1] = float("inf")
-    assert finite.first_non_finite(model.state_dict()) == "1.running_var"
-    with pytest.raises(finite.NonFinite, match=r"after 3 epoch\(s\) \(1.running_var\): not saved"):
-        finite.check_weights([torch.nn.Linear(1, 1), model], epochs_done=3, base_lr=0.1)
-    assert finite.first_non_finite({"steps": torch.tensor(3), "w": torch.zeros(2)}) is None  # integer buffers
+    assert engine.first_non_finite(model.state_dict()) == "1.running_var"
+    with pytest.raises(engine.NonFinite, match=r"after 3 epoch\(s\) \(1.running_var\): not saved"):
+        engine.check_weights([torch.nn.Linear(1, 1), model], epochs_done=3, base_lr=0.1)
+    assert engine.first_non_finite({"steps": torch.tensor(3), "w": torch.zeros(2)}) is None  # integer buffers

@@ -1,9 +1,10 @@
-"""The ModelZoo launchers: test/train_{full,performance}_{1p,8p}.sh (shims) -> training/launcher.py.
+"""The ModelZoo launchers: test/train_{full,performance}_{1p,8p}.sh (shims) -> training/modelzoo.py.
 
 Three kinds of tests:
 - end to end: each script runs the real main.py on CPU (x0.5 model, 32-pixel crops, a few steps, tiny generated
   images or --dummy); the 8p scripts start 2 CPU processes. The summaries' numeric keys must parse as numbers.
-- in process: training.launcher's argument parsing and launch plan (both flag spellings, two-value flags, recipes,
+- in process: training.launch.modelzoo's argument parsing and launch plan (both flag spellings, two-value flags,
+  recipes,
   CPU shrink, CPU binding) checked against what the real main.py parser makes of the command line it builds.
 - launcher mechanics (failure of one rank, Ctrl-C, SIGKILL, old logs kept): the scripts run in a copy of the
   repository whose main.py is a fake that records its arguments, so they take a fraction of a second each.
@@ -22,10 +23,10 @@ import pytest
 
 from training import options as main_options
 from tests.datasets import make_image_folder
-from training import checkpoint as ckpt
-from training import launcher
-from training import modelzoo_log as zlog
-from training import supervisor
+from training.checkpoints import checkpoint as ckpt
+from training.launch import modelzoo
+from training.logs import modelzoo_format
+from training.launch import supervisor
 from training.errors import UserError, run_cli
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -114,7 +115,7 @@ def test_performance_1p_on_synthetic_data(tmp_path):
     assert values["RankSize"] == "1" and values["BatchSize"] == "4"
     assert "Final Performance images/sec : {}".format(values["ActualFPS"]) in result.stdout
     log = open(os.path.join(out, "3", "train_3.log")).read()
-    records = zlog.parse_log(log.splitlines())
+    records = modelzoo_format.parse_log(log.splitlines())
     assert float(values["ActualFPS"]) == pytest.approx([r for r in records if r["kind"] == "fps"][-1]["fps"],
                                                       abs=1e-3)
     assert float(values["ActualLoss"]) == pytest.approx([r for r in records if r["kind"] == "step"][-1]["loss"],
@@ -239,7 +240,7 @@ def test_test_folder_keeps_at_most_120_lines_of_bash_besides_env_npu():
 # In process: the command line the launcher builds, read back by main.py's own parser
 
 
-class FakeProbe(launcher.Probe):
+class FakeProbe(modelzoo.Probe):
     def __init__(self, kind="cpu", count=1):
         super().__init__(kind, count, 45678, 29688)
 
@@ -247,10 +248,10 @@ class FakeProbe(launcher.Probe):
 def planned(args, mode="full", scale="8p", probe=None, environ=None, machine="x86_64"):
     """(Launch, specs, main.py's parsed args of each rank) for a launcher command line."""
     environ = {} if environ is None else environ
-    options, passthrough = launcher.parse_command_line(["--mode", mode, "--scale", scale] + args, environ)
+    options, passthrough = modelzoo.parse_command_line(["--mode", mode, "--scale", scale] + args, environ)
     probe = probe or FakeProbe()
-    nprocs, device_ids = launcher.choose_processes(options, probe)
-    plan = launcher.Launch(options, probe, nprocs, device_ids, say=lambda message: None)
+    nprocs, device_ids = modelzoo.choose_processes(options, probe)
+    plan = modelzoo.Launch(options, probe, nprocs, device_ids, say=lambda message: None)
     specs = plan.specs(passthrough, environ, machine=machine)
     parsed = [vars(main_options.parse_args(spec.argv[2:])) for spec in specs]
     return plan, specs, parsed
@@ -287,7 +288,7 @@ def test_the_plan_applies_the_recipe_through_main_py(tmp_path):
                     momentum=0.0, weight_decay=1e-4, seed=49, eval_freq=5, arch="shufflenet_v2_x1_0", amp=True,
                     opt_level="O2", loss_scale="64", device="cpu", local_rank=0)
     assert rank0 == defaults
-    assert specs[0].argv[:4] == [sys.executable, launcher.MAIN_PY, "--recipe", "modelzoo_full_8p"]
+    assert specs[0].argv[:4] == [sys.executable, modelzoo.MAIN_PY, "--recipe", "modelzoo_full_8p"]
     assert rank1["local_rank"] == 1 and specs[1].env["RANK"] == "1"
     assert plan.case_name == "Shufflenetv2_ID0099_for_PyTorch_bs8192_2p_acc"
     paper = planned(["--recipe=paper"], mode="performance", scale="1p", probe=FakeProbe("cuda", 1))[2][0]
@@ -357,7 +358,7 @@ FAKE_MAIN = textwrap.dedent('''
     import time
 
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from training import modelzoo_log as zlog
+    from training.logs import modelzoo_format
 
     behaviour = os.environ.get("FAKE_BEHAVIOUR", "ok")
     if "--check-only" in sys.argv:
@@ -386,10 +387,10 @@ FAKE_MAIN = textwrap.dedent('''
     if behaviour == "no_figures":
         sys.exit(0)
     if rank == 0:
-        head = zlog.prefix("cpu", 0)
-        print(zlog.format_step(head, 0, 9, 10, [("Loss", 2.5, 2.75, ".4e")]))
-        print(zlog.format_fps(head, 200.0, 0.08))
-        print(zlog.format_acc(head, 12.5, 50.0))
+        head = modelzoo_format.prefix("cpu", 0)
+        print(modelzoo_format.format_step(head, 0, 9, 10, [("Loss", 2.5, 2.75, ".4e")]))
+        print(modelzoo_format.format_fps(head, 200.0, 0.08))
+        print(modelzoo_format.format_acc(head, 12.5, 50.0))
     ''')
 
 FAKE_DEVICE = textwrap.dedent('''
@@ -408,7 +409,7 @@ FAKE_DEVICE = textwrap.dedent('''
         return int(COUNT)
     ''')
 
-FAKE_DISTRIBUTED = 'DEFAULT_PORT = 29688\n\n\ndef free_port():\n    return 45678\n'
+FAKE_MODES = 'DEFAULT_PORT = 29688\n\n\ndef free_port():\n    return 45678\n'
 
 
 @pytest.fixture
@@ -420,12 +421,10 @@ def fake_repo(tmp_path):
     os.makedirs(str(root / "tools"))
     for name in ("modelzoo_summary.py", "modelzoo_launch.py"):
         shutil.copy(os.path.join(REPO, "tools", name), str(root / "tools"))
-    os.makedirs(str(root / "training"))
-    for name in ("__init__.py", "errors.py", "files.py", "modelzoo_log.py", "launcher.py", "recipes.py",
-                 "supervisor.py"):
-        shutil.copy(os.path.join(REPO, "training", name), str(root / "training"))
+    shutil.copytree(os.path.join(REPO, "training"), str(root / "training"),
+                    ignore=shutil.ignore_patterns("__pycache__"))
     (root / "training" / "device.py").write_text(FAKE_DEVICE)
-    (root / "training" / "distributed.py").write_text(FAKE_DISTRIBUTED)
+    (root / "training" / "launch" / "modes.py").write_text(FAKE_MODES)
     (root / "main.py").write_text(FAKE_MAIN)
     return str(root)
 
@@ -712,17 +711,17 @@ def test_modelzoo_switches_are_accepted_and_named_as_ignored(fake_repo):
 
 
 def sample_log():
-    head = zlog.prefix("npu", 0)
+    head = modelzoo_format.prefix("npu", 0)
     return [
-        zlog.format_step(head, 0, 0, 2, [("Loss", 7.0, 7.0, ".4e")]),
-        zlog.format_step(head, 0, 1, 2, [("Loss", 6.5, 6.75, ".4e")]),
-        zlog.format_fps(head, 1000.0, 1.0),
+        modelzoo_format.format_step(head, 0, 0, 2, [("Loss", 7.0, 7.0, ".4e")]),
+        modelzoo_format.format_step(head, 0, 1, 2, [("Loss", 6.5, 6.75, ".4e")]),
+        modelzoo_format.format_fps(head, 1000.0, 1.0),
         "[npu id: 0 ] Test: [0/1]\tLoss 9.9e+00 (9.9e+00)",
-        zlog.format_acc(head, 10.0, 30.0),
-        zlog.format_step(head, 1, 1, 2, [("Loss", 5.25, 5.5, ".4e")]),
-        zlog.format_fps(head, 2000.0, 0.5),
-        zlog.format_acc(head, 20.0, 40.0),
-        zlog.format_acc(head, 99.0, 99.0, tag=zlog.EMA_ACC_TAG),
+        modelzoo_format.format_acc(head, 10.0, 30.0),
+        modelzoo_format.format_step(head, 1, 1, 2, [("Loss", 5.25, 5.5, ".4e")]),
+        modelzoo_format.format_fps(head, 2000.0, 0.5),
+        modelzoo_format.format_acc(head, 20.0, 40.0),
+        modelzoo_format.format_acc(head, 99.0, 99.0, tag=modelzoo_format.EMA_ACC_TAG),
     ]
 
 

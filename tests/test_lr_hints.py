@@ -1,9 +1,9 @@
-"""training/lr_hints.py: one warning line when the batch differs from the one the learning rate was tuned for
+"""training/options.py: one warning line when the batch differs from the one the learning rate was tuned for
 (and --lr was not given), naming the linearly scaled value; one when the warm-up covers the whole run."""
 import pytest
 
 import main
-from training import lr_hints, options
+from training import options
 
 TINY = ["--dummy", "-a", "shufflenet_v2_x0_5", "--epochs", "1", "--steps-per-epoch", "1", "--train-crop-size", "32",
         "--val-crop-size", "32", "-j", "0", "--num-classes", "3", "--device", "cpu", "--seed", "1"]
@@ -11,7 +11,7 @@ TINY = ["--dummy", "-a", "shufflenet_v2_x0_5", "--epochs", "1", "--steps-per-epo
 
 def warnings_for(argv):
     args = options.parse_args(argv)
-    return lr_hints.lr_warnings(args, options.given_dests(argv))
+    return options.lr_warnings(args, options.given_dests(argv))
 
 
 def test_default_lr_with_another_batch_names_the_scaled_value():

@@ -13,9 +13,9 @@ from conftest import REPO_ROOT
 
 import main
 from tests.datasets import make_image_folder
-from training import modelzoo_log as zlog
-from training.checkpoint import torch_load
-from training.distributed import free_port
+from training.logs import modelzoo_format
+from training.checkpoints.checkpoint import torch_load
+from training.launch.modes import free_port
 
 SMALL = ["-a", "shufflenet_v2_x0_5", "-j", "0", "--train-crop-size", "32", "--val-resize-size", "32",
          "--val-crop-size", "32", "--device", "cpu", "--lr", "0.05", "--seed", "5", "--epochs", "1",
@@ -49,7 +49,7 @@ def run(command, timeout=240):
 
 
 def accuracy(stdout):
-    accs = [r for r in zlog.parse_log(stdout.splitlines()) if r["kind"] == "acc"]
+    accs = [r for r in modelzoo_format.parse_log(stdout.splitlines()) if r["kind"] == "acc"]
     assert len(accs) == 1
     return accs[0]["acc1"], accs[0]["acc5"]
 
@@ -80,9 +80,9 @@ def test_distributed_run_matches_single_process_evaluation(launcher, data_root, 
         command = [sys.executable, "-m"] + torchrun(nproc=2) + ["main.py", "-b", "4"]
         world = 2
     stdout = run(command + SMALL + ["--data", data_root, "--output-dir", out])
-    steps = [r for r in zlog.parse_log(stdout.splitlines()) if r["kind"] == "step"]
+    steps = [r for r in modelzoo_format.parse_log(stdout.splitlines()) if r["kind"] == "step"]
     assert [(r["epoch"], r["step"]) for r in steps] == [(0, 0), (0, 1)]  # rank 0 alone prints
-    fps = [r for r in zlog.parse_log(stdout.splitlines()) if r["kind"] == "fps"]
+    fps = [r for r in modelzoo_format.parse_log(stdout.splitlines()) if r["kind"] == "fps"]
     assert len(fps) == 1 and fps[0]["fps"] > 0
     distributed_acc = accuracy(stdout)
     assert last_eval(out)["images"] == 7

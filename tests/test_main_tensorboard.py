@@ -13,7 +13,7 @@ from conftest import REPO_ROOT
 import main
 from tests.datasets import make_image_folder
 from tests.test_tensorboard_log import read_scalars
-from training.tensorboard_log import INSTALL_HINT
+from training.logs.tensorboard_sink import INSTALL_HINT
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 needs_tensorboard = pytest.mark.skipif(importlib.util.find_spec("tensorboard") is None,
@@ -71,10 +71,11 @@ def test_event_file_scalars_equal_metrics_jsonl(data_root, tmp_path, capsys):
 
 @needs_tensorboard
 def test_event_file_is_closed_when_the_run_fails(data_root, tmp_path, capsys, monkeypatch):
-    from training import engine, tensorboard_log
+    from training import engine
+    from training.logs import tensorboard_sink
     closed = []
-    real_close = tensorboard_log.TensorboardSink.close
-    monkeypatch.setattr(tensorboard_log.TensorboardSink, "close", lambda self: closed.append(1) or real_close(self))
+    real_close = tensorboard_sink.TensorboardSink.close
+    monkeypatch.setattr(tensorboard_sink.TensorboardSink, "close", lambda self: closed.append(1) or real_close(self))
     real_train = engine.train_one_epoch
 
     def fail_in_epoch_1(*args, **kwargs):
@@ -109,7 +110,7 @@ def test_missing_package_stops_before_anything_is_written(tmp_path):
 
 
 def test_other_ranks_write_no_event_file(tmp_path):
-    from training.logs import MetricsWriter
+    from training.logs.writers import MetricsWriter
     board = tmp_path / "board"
     with MetricsWriter(str(tmp_path / "metrics.jsonl"), enabled=False, tensorboard=str(board)) as metrics:
         metrics.write({"kind": "epoch", "epoch": 0, "fps": 1.0})

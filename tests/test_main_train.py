@@ -14,8 +14,8 @@ from conftest import REPO_ROOT
 
 import main
 from tests.datasets import make_image_folder
-from training import modelzoo_log as zlog
-from training.checkpoint import torch_load
+from training.logs import modelzoo_format
+from training.checkpoints.checkpoint import torch_load
 
 SMALL = ["-a", "shufflenet_v2_x0_5", "-j", "0", "--train-crop-size", "32", "--val-resize-size", "32",
          "--val-crop-size", "32", "--device", "cpu", "--lr", "0.05", "--wd", "1e-4", "--seed", "3"]
@@ -46,7 +46,7 @@ def test_logs_metrics_and_checkpoints(data_root, tmp_path, capsys):
                     "--output-dir", out]
     assert main.main(argv) == 0
     stdout = capsys.readouterr().out.splitlines()
-    parsed = zlog.parse_log(stdout)
+    parsed = modelzoo_format.parse_log(stdout)
     steps = [r for r in parsed if r["kind"] == "step"]
     assert [(r["epoch"], r["step"], r["steps"]) for r in steps] == [(0, 0, 2), (0, 1, 2), (1, 0, 2), (1, 1, 2)]
     assert all(r["loss"] > 0 for r in steps)
@@ -60,7 +60,7 @@ def test_logs_metrics_and_checkpoints(data_root, tmp_path, capsys):
     assert not any("apex" in line for line in stdout)  # apex never applies on a CPU
     tests = [line for line in stdout if " Test: [" in line]
     assert tests and not any("Epoch:" in line for line in tests)
-    assert all(line.startswith("[cpu id: 0 ] ") for line in stdout if zlog.parse_line(line))
+    assert all(line.startswith("[cpu id: 0 ] ") for line in stdout if modelzoo_format.parse_line(line))
 
     metrics = records(os.path.join(out, "metrics.jsonl"))
     kinds = [r["kind"] for r in metrics]
@@ -89,7 +89,7 @@ def test_logs_metrics_and_checkpoints(data_root, tmp_path, capsys):
     # evaluation (--amp: bf16 autocast, whose rounding differs from fp32 on CPUs with native bf16)
     assert main.main(SMALL + ["--data", data_root, "-b", "4", "--evaluate", "--amp", "--resume",
                               os.path.join(out, "checkpoint.pth.tar"), "--output-dir", out]) == 0
-    again = [r for r in zlog.parse_log(capsys.readouterr().out.splitlines()) if r["kind"] == "acc"]
+    again = [r for r in modelzoo_format.parse_log(capsys.readouterr().out.splitlines()) if r["kind"] == "acc"]
     assert again == [accs[2]]
 
 
@@ -185,7 +185,7 @@ def test_checkpoint_set_stays_consistent_across_a_kill_between_writes(killed_at,
                                                                       monkeypatch):
     """A kill between two checkpoint writes, then a resume: every numbered copy gets written, and model_best is
     the best evaluated epoch (issue 10: written after the rolling checkpoint, they were lost for good)."""
-    from training import checkpoint as ckpt_module
+    from training.checkpoints import checkpoint as ckpt_module
     real_save, calls = ckpt_module.atomic_save, []
 
     def killed_save(obj, path):
@@ -221,7 +221,7 @@ def test_checkpoint_set_stays_consistent_across_a_kill_between_writes(killed_at,
 
 def test_stale_temp_files_are_removed_at_start(data_root, tmp_path, monkeypatch):
     """files.remove_stale_temps (the safe-loading branch) runs once in --output-dir before anything is written."""
-    from training import files
+    from training.checkpoints import files
     seen = []
     monkeypatch.setattr(files, "remove_stale_temps", lambda folder: seen.append(
         (folder, os.path.exists(os.path.join(folder, "checkpoint.pth.tar")))) or 0, raising=False)
@@ -259,7 +259,7 @@ def test_dummy_run_skips_the_meaningless_validation(tmp_path, capsys):
     stdout = capsys.readouterr().out.splitlines()
     assert "=> --dummy: synthetic data, validation skipped (its accuracy would mean nothing)" in stdout
     assert not any(" Test: [" in line or "-ACC]" in line for line in stdout)
-    kinds = [r["kind"] for r in zlog.parse_log(stdout)]
+    kinds = [r["kind"] for r in modelzoo_format.parse_log(stdout)]
     assert "acc" not in kinds and kinds.count("fps") == 2 and kinds.count("step") >= 2
     assert [r["kind"] for r in records(os.path.join(out, "metrics.jsonl"))].count("eval") == 0
     assert load(os.path.join(out, "checkpoint.pth.tar"))["epoch"] == 2
@@ -277,7 +277,7 @@ def test_step_lines_and_records_carry_lr_eta_and_every_step_loss(data_root, tmp_
                     "--warm_up_epochs", "1", "--eval-freq", "100", "--output-dir", out]
     assert main.main(argv) == 0
     stdout = capsys.readouterr().out.splitlines()
-    lines = [zlog.parse_line(line) for line in stdout if " Epoch: [" in line]
+    lines = [modelzoo_format.parse_line(line) for line in stdout if " Epoch: [" in line]
     steps = [r for r in records(os.path.join(out, "metrics.jsonl")) if r["kind"] == "step"]
     epochs = [r for r in records(os.path.join(out, "metrics.jsonl")) if r["kind"] == "epoch"]
     assert [(r["epoch"], r["step"], len(r["losses"])) for r in steps] == [(0, 0, 1), (0, 3, 3), (1, 0, 1),

@@ -1,4 +1,4 @@
-from training import modelzoo_log as zlog
+from training.logs import modelzoo_format as zlog
 
 
 def test_step_line_round_trip_and_field_layout():

@@ -1,4 +1,4 @@
-"""training/pretrained.py and the two tools built on it: tools/demo.py and tools/export_onnx.py read the image sizes
+"""training/checkpoints/pretrained.py and the two tools built on it: tools/demo.py and tools/export_onnx.py read the image sizes
 a checkpoint was trained at (flags still override), the ONNX check is relative + absolute, and a diverged model
 (NaN/inf weights) is not exported."""
 import json
@@ -10,9 +10,10 @@ import torch
 import torchvision
 
 from tests.datasets import make_image_folder
-from training import pretrained
-from training.checkpoint import atomic_save, build_checkpoint
-from training.data import MEAN, STD, load_val_image
+from training.checkpoints import pretrained
+from training.checkpoints.checkpoint import atomic_save, build_checkpoint
+from training.data.decode import MEAN, STD
+from training.data.loaders import load_val_image
 from training.errors import UserError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

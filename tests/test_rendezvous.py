@@ -12,12 +12,12 @@ import time
 import pytest
 from conftest import REPO_ROOT
 
-from training import distributed
+from training.launch import modes
 
 LONE = ["--dummy", "-a", "shufflenet_v2_x0_5", "-b", "2", "--epochs", "1", "--steps-per-epoch", "1",
         "--train-crop-size", "32", "--val-crop-size", "32", "--val-resize-size", "32", "--device", "cpu",
         "-j", "0", "--seed", "0"]
-STOP_SECONDS = 10  # "within seconds": the wait polls every distributed.POLL_SECONDS
+STOP_SECONDS = 10  # "within seconds": the wait polls every process_group.POLL_SECONDS
 
 
 def start(argv, tmp_path, **popen):
@@ -30,7 +30,7 @@ def start(argv, tmp_path, **popen):
 
 
 def wait_for_note(process):
-    """The process says it waits (after distributed.NOTE_AFTER_SECONDS): from then on it is in the rendezvous."""
+    """The process says it waits (after process_group.NOTE_AFTER_SECONDS): from then on it is in the rendezvous."""
     line = process.stdout.readline()
     while line.startswith("warning: "):  # e.g. the learning-rate hint for this tiny batch
         line = process.stdout.readline()
@@ -49,7 +49,7 @@ def finish(process, timeout):
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_a_lone_rank_stops_on_a_signal_with_one_line(signum, tmp_path):
-    port = distributed.free_port()
+    port = modes.free_port()
     process = start(["--world-size", "2", "--rank", "0", "--port", str(port)], tmp_path)
     note = wait_for_note(process)
     assert "1 of 2 processes at 127.0.0.1:{} (rendezvous)".format(port) in note, note
@@ -64,7 +64,7 @@ def test_a_lone_rank_stops_on_a_signal_with_one_line(signum, tmp_path):
 
 def test_a_rank_without_its_store_stops_on_sigterm(tmp_path):
     """Rank 1 waits for rank 0 to open the store: SIGTERM ends that wait too."""
-    port = distributed.free_port()
+    port = modes.free_port()
     process = start(["--world-size", "2", "--rank", "1", "--port", str(port)], tmp_path)
     wait_for_note(process)
     process.send_signal(signal.SIGTERM)
@@ -76,7 +76,7 @@ def test_a_rank_without_its_store_stops_on_sigterm(tmp_path):
 
 @pytest.mark.parametrize("rank", [0, 1])
 def test_a_short_dist_timeout_ends_the_wait_with_one_line(rank, tmp_path):
-    port = distributed.free_port()
+    port = modes.free_port()
     process = start(["--world-size", "2", "--rank", str(rank), "--port", str(port), "--dist-timeout", "3"],
                     tmp_path)
     line = finish(process, 120)
@@ -104,7 +104,7 @@ def test_a_port_in_use_is_rank_0s_one_line(tmp_path):
 def test_the_spawn_parent_stops_its_waiting_ranks(tmp_path):
     """Node 0 of 2 spawns its 2 ranks, node 1 never comes: SIGTERM to the parent ends all of them, exit 130."""
     process = start(["--multiprocessing-distributed", "--device_num", "2", "--world-size", "2", "--rank", "0",
-                     "--port", str(distributed.free_port()), "-b", "4"], tmp_path, start_new_session=True)
+                     "--port", str(modes.free_port()), "-b", "4"], tmp_path, start_new_session=True)
     wait_for_note(process)
     process.send_signal(signal.SIGTERM)
     line = finish(process, 30)

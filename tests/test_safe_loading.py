@@ -1,5 +1,5 @@
 """Checkpoint loading runs nothing a file asks for, on every torch: torch's weights_only loader (torch >= 1.13) and
-the restricted unpickler of training/safe_unpickle.py (torch < 1.13, and forced here on newer torch too) refuse a
+the restricted unpickler of training/checkpoints/safe_unpickle.py (torch < 1.13, and forced here on newer torch too) refuse a
 pickle that would run a command, with one `error:` line from main.py --resume and tools/demo.py; real main.py
 checkpoints (zipfile and legacy format) and torchvision state_dicts still load; malformed fields are named."""
 import builtins
@@ -15,7 +15,8 @@ from conftest import REPO_ROOT
 
 import main
 from tests.datasets import make_image_folder
-from training import checkpoint as ckpt
+from training.checkpoints import checkpoint as ckpt
+from training import seeding
 from training.errors import UserError
 
 TINY = ["-a", "shufflenet_v2_x0_5", "-b", "4", "-j", "1", "--train-crop-size", "32", "--val-resize-size", "32",
@@ -217,7 +218,7 @@ def test_main_names_a_malformed_field_a_missing_state_dict_and_a_folder(tmp_path
 
 def test_malformed_rng_state_is_a_user_error():
     with pytest.raises(UserError, match=r"^the checkpoint's field 'rng' cannot be restored \(ValueError"):
-        ckpt.set_rng_state({"python": [3, [1, 2]]})
+        seeding.set_rng_state({"python": [3, [1, 2]]})
 
 
 def test_pretrained_weights_file_runs_nothing(tmp_path, loader):

@@ -1,4 +1,4 @@
-"""training/supervisor.py: one failed process stops the others, the error line, signals, parent death, affinity.
+"""training/launch/supervisor.py: one failed process stops the others, the error line, signals, parent death, affinity.
 
 The children are tiny `python -c` programs; the bounds on elapsed time only tell "stopped by the supervisor" from
 "ran to its end" (the sleepers sleep 120 s), they measure nothing.
@@ -12,8 +12,8 @@ import time
 
 import pytest
 
-from training import supervisor
-from training.supervisor import ProcessSpec
+from training.launch import supervisor
+from training.launch.supervisor import ProcessSpec
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SLEEPER = "import os, sys, time\nopen(sys.argv[1], 'w').write(str(os.getpid()))\ntime.sleep(120)\n"
@@ -97,7 +97,7 @@ def test_cpu_share_splits_the_cores_evenly():
 DRIVER = textwrap.dedent("""
     import sys
     sys.path.insert(0, {repo!r})
-    from training import supervisor
+    from training.launch import supervisor
     if sys.argv[1] == "watchdog":
         supervisor.parent_death_signal_available = lambda: False
     sleeper = {sleeper!r}

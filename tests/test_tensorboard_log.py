@@ -1,4 +1,4 @@
-"""training/tensorboard_log.py: metrics.jsonl records written as TensorBoard scalars, read back with TensorBoard's
+"""training/logs/tensorboard_sink.py: metrics.jsonl records written as TensorBoard scalars, read back with TensorBoard's
 own EventAccumulator; a missing tensorboard package is one error line."""
 import os
 import subprocess
@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from training.errors import UserError
-from training.tensorboard_log import INSTALL_HINT, TensorboardSink, open_tensorboard
+from training.logs.tensorboard_sink import INSTALL_HINT, TensorboardSink, open_tensorboard
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -85,7 +85,7 @@ BLOCKED_IMPORT = """
 import sys
 sys.modules["tensorboard"] = None  # as if the package were not installed
 from training.errors import run_cli
-from training.tensorboard_log import open_tensorboard
+from training.logs.tensorboard_sink import open_tensorboard
 sys.exit(run_cli(lambda argv: open_tensorboard(sys.argv[1])))
 """
 

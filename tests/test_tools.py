@@ -16,9 +16,10 @@ import torchvision
 from PIL import Image
 
 from tests.datasets import make_image_folder
-from training import modelzoo_log as zlog
-from training.checkpoint import atomic_save, build_checkpoint, torch_load
-from training.data import MEAN, STD, load_val_image
+from training.logs import modelzoo_format
+from training.checkpoints.checkpoint import atomic_save, build_checkpoint, torch_load
+from training.data.decode import MEAN, STD
+from training.data.loaders import load_val_image
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOOLS = os.path.join(ROOT, "tools")
@@ -231,23 +232,23 @@ def test_interrupted_export_keeps_the_old_file(tmp_path, main_checkpoint, monkey
 
 def write_logs(folder):
     """The same 3-epoch run as metrics.jsonl and as a ModelZoo text log (eval after epochs 1 and 2, with EMA)."""
-    head = zlog.prefix("npu", 0)
+    head = modelzoo_format.prefix("npu", 0)
     jsonl, text = [], []
     for epoch in range(3):
         for step in (0, 5, 9):
             loss, lr = 5.0 - epoch - step / 10.0, 0.5 * (1 - (epoch * 10 + step) / 30.0)
             jsonl.append({"kind": "step", "epoch": epoch, "step": step, "steps": 10, "loss": loss, "lr": lr,
                           "acc1": 1.0, "acc5": 5.0, "batch_time": 0.1, "data_time": 0.01})
-            text.append(zlog.format_step(head, epoch, step, 10, [("Loss", loss, loss + 0.5, ".4e")]))
+            text.append(modelzoo_format.format_step(head, epoch, step, 10, [("Loss", loss, loss + 0.5, ".4e")]))
         jsonl.append({"kind": "epoch", "epoch": epoch, "fps": 1000.0 + epoch, "step_time": 0.2,
                       "loss": 4.5 - epoch, "lr": lr, "bad_images": 0, "seconds": 3.0})
-        text.append(zlog.format_fps(head, 1000.0 + epoch, 0.2))
+        text.append(modelzoo_format.format_fps(head, 1000.0 + epoch, 0.2))
         if epoch >= 1:
-            for ema, tag in ((False, zlog.ACC_TAG), (True, zlog.EMA_ACC_TAG)):
+            for ema, tag in ((False, modelzoo_format.ACC_TAG), (True, modelzoo_format.EMA_ACC_TAG)):
                 acc1 = 30.0 * epoch + (0 if ema else 1)
                 jsonl.append({"kind": "eval", "epoch": epoch, "acc1": acc1, "acc5": acc1 + 20, "loss": 2.0,
                               "ema": ema})
-                text.append(zlog.format_acc(head, acc1, acc1 + 20, tag=tag))
+                text.append(modelzoo_format.format_acc(head, acc1, acc1 + 20, tag=tag))
     json_path, text_path = os.path.join(folder, "metrics.jsonl"), os.path.join(folder, "train_0.log")
     with open(json_path, "w") as stream:
         stream.write("".join(json.dumps(r) + "\n" for r in jsonl) + '{"kind": "step", "epo')  # crash mid-line

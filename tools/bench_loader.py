@@ -1,6 +1,6 @@
 """CPU cost and images/s of our training input pipeline against torchvision's standard one, on the same files.
 
-Ours: training/data.py's train loader (header-size crop box, DCT-scaled JPEG decoding with simplejpeg, one
+Ours: training/loaders.py's train loader (header-size crop box, DCT-scaled JPEG decoding with simplejpeg, one
 OpenCV warp, uint8 collate; Pillow where the fast path is off or refuses a file) plus DevicePreprocess (float,
 colour jitter, normalization), run on the CPU in this process as main.py does when the device is the CPU.
 torchvision: ImageFolder + RandomResizedCrop -> ColorJitter -> RandomHorizontalFlip -> ToTensor -> Normalize,
@@ -34,7 +34,9 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from training import augment, data  # noqa: E402
+from training.data import decode
+from training.data import device_preprocess
+from training.data import loaders  # noqa: E402
 from training.errors import UserError, run_cli  # noqa: E402
 
 
@@ -59,9 +61,9 @@ def make_data(out_dir, count, classes=10, seed=0):
             crop_h = min(src_h, crop_w * size[1] // size[0])
             crop_w = crop_h * size[0] // size[1]
             left, top = rng.randint(0, src_w - crop_w + 1), rng.randint(0, src_h - crop_h + 1)
-            image = source.resize(size, augment.BILINEAR, box=(left, top, left + crop_w, top + crop_h))
+            image = source.resize(size, decode.BILINEAR, box=(left, top, left + crop_w, top + crop_h))
             if rng.rand() < 0.5:
-                image = image.transpose(augment.FLIP_LEFT_RIGHT)
+                image = image.transpose(decode.FLIP_LEFT_RIGHT)
             path = os.path.join(folder, "{}_{:05d}.jpg".format(split, k))
             image.save(path + ".part", format="JPEG", quality=90)
             os.replace(path + ".part", path)  # an interrupted run leaves no half-written JPEG behind
@@ -120,8 +122,8 @@ def run_ours(train_dir, batch_size, workers, batches, jitter):
 
 def measure_ours(train_dir, batch_size, workers, batches, jitter, preprocessing=True):
     """(images/s, loader CPU ms per image, DevicePreprocess CPU ms per image)."""
-    loader, sampler = data.build_train_loader(train_dir, batch_size, workers, crop_size=224, seed=0)
-    preprocess = data.DevicePreprocess(jitter=jitter)
+    loader, sampler = loaders.build_train_loader(train_dir, batch_size, workers, crop_size=224, seed=0)
+    preprocess = device_preprocess.DevicePreprocess(jitter=jitter)
     spent = [0.0]
 
     def work(batch):
@@ -155,7 +157,7 @@ def run_torchvision(train_dir, batch_size, workers, batches, jitter):
 
     transform = T.Compose([
         T.RandomResizedCrop(224), T.ColorJitter(brightness=jitter, contrast=jitter, saturation=jitter),
-        T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize(data.MEAN, data.STD)])
+        T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize(decode.MEAN, decode.STD)])
     dataset = datasets.ImageFolder(train_dir, transform)
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=workers,
                                          drop_last=True, persistent_workers=workers > 0)
@@ -181,47 +183,47 @@ class StageClock:
 
 def _one_sample(path, rng, clock):
     """One training sample, timed stage by stage, on the path the loader takes for this file."""
-    modules = augment.fast_modules() if augment.fast_decode_enabled() else None
+    modules = decode.fast_modules() if decode.fast_decode_enabled() else None
     clock.start()
     with open(path, "rb") as handle:
         raw = handle.read()
     clock.lap("read")
-    size = augment.jpeg_size(raw, modules[0]) if modules else None
+    size = decode.jpeg_size(raw, modules[0]) if modules else None
     if size is None:
-        image, box = augment.open_reduced(io.BytesIO(raw), lambda w, h: _train_box(w, h, rng), 224)
+        image, box = decode.open_reduced(io.BytesIO(raw), lambda w, h: _train_box(w, h, rng), 224)
         clock.lap("decode")  # Pillow: header and decode in one
-        out = augment.resize_box(image, box, 224, flip=rng.random() < 0.5)
+        out = decode.resize_box(image, box, 224, flip=rng.random() < 0.5)
         clock.lap("resize")
         return out
     box = _train_box(size[0], size[1], rng)
-    reduction = augment.dct_reduction(size[0], size[1], box, 224)
+    reduction = decode.dct_reduction(size[0], size[1], box, 224)
     clock.lap("header")
-    decoded = augment.scaled_decode(raw, size, reduction, modules[0])
+    decoded = decode.scaled_decode(raw, size, reduction, modules[0])
     clock.lap("decode")
-    out = augment.warp_box(decoded, tuple(v / float(reduction) for v in box), 224, modules[1])
+    out = decode.warp_box(decoded, tuple(v / float(reduction) for v in box), 224, modules[1])
     out = out[:, ::-1] if rng.random() < 0.5 else out
     clock.lap("resize")
     return out
 
 
 def _train_box(width, height, rng):
-    left, top, crop_w, crop_h = augment.random_crop_box(width, height, rng)
+    left, top, crop_w, crop_h = decode.random_crop_box(width, height, rng)
     return left, top, left + crop_w, top + crop_h
 
 
 def stage_costs(train_dir, count, batch_size, jitter):
     """Our CPU ms per image per stage, in this process on `count` images: read, header, decode, resize (+flip),
     collate, device (DevicePreprocess on the CPU)."""
-    samples, _ = data.scan_folder(train_dir)
+    samples, _ = loaders.scan_folder(train_dir)
     rng = random.Random(0)
     paths = [samples[rng.randrange(len(samples))][0] for _ in range(count)]
     clock = StageClock()
     items = [(np.asarray(_one_sample(path, rng, clock)), 0, [], None) for path in paths]
-    preprocess = data.DevicePreprocess(jitter=jitter)
+    preprocess = device_preprocess.DevicePreprocess(jitter=jitter)
     batched = 0
     for first in range(0, len(items) - batch_size + 1, batch_size):
         clock.start()
-        images = data.collate(items[first:first + batch_size])[0]
+        images = loaders.collate(items[first:first + batch_size])[0]
         clock.lap("collate")
         preprocess(images, train=True)
         clock.lap("device")
@@ -278,7 +280,7 @@ def alternating_rounds(args, train_dir):
 def summary(args, ours, theirs, stages, sweep):
     median = statistics.median
     return {
-        "fast_decode": augment.fast_decode_enabled(),
+        "fast_decode": decode.fast_decode_enabled(),
         "ours_img_s": round(median(o[0] for o in ours), 1),
         "torchvision_img_s": round(median(t[0] for t in theirs), 1),
         "ratio": round(median(o[0] / t[0] for o, t in zip(ours, theirs)), 2),
@@ -306,7 +308,7 @@ def main(argv=None):
         raise UserError("give --data DIR (or --make-data DIR first)")
     train_dir = train_folder(args.data)
     torch.set_num_threads(1)  # per-core figures: the device-side work on the CPU uses one core
-    for path, _ in data.scan_folder(train_dir)[0]:  # read every file once so both pipelines find it cached
+    for path, _ in loaders.scan_folder(train_dir)[0]:  # read every file once so both pipelines find it cached
         with open(path, "rb") as handle:
             handle.read()
     ours, theirs = alternating_rounds(args, train_dir)

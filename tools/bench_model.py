@@ -24,9 +24,8 @@ import training  # noqa: E402,F401  (bootstrap, before torch: see training/__ini
 import torch  # noqa: E402
 
 import models  # noqa: E402
-from training import compiling  # noqa: E402
-from training import device as devices  # noqa: E402
 from training import precision  # noqa: E402
+from training import device as devices  # noqa: E402
 from training.engine import synchronize  # noqa: E402
 from training.errors import UserError, run_cli  # noqa: E402
 
@@ -61,7 +60,7 @@ class TrainStep:
         self.note = ""
         self.forward = self.model
         if compile_model:
-            self.forward = compiling.compile_model(self.model)  # one UserError line on a torch without it
+            self.forward = precision.compile_model(self.model)  # one UserError line on a torch without it
 
     def run(self, steps):
         for _ in range(steps):

@@ -4,8 +4,8 @@
 
 CHECKPOINT is a main.py checkpoint (checkpoint.pth.tar / model_best.pth.tar) or a bare state_dict such as
 torchvision's shufflenetv2_x1-5666bf0f80.pth; the width (x0.5 ... x2.0) and the class count are read from it.
-Images are decoded, resized and cropped exactly as in validation (training.data.load_val_image) and normalized by
-the same DevicePreprocess as training. A folder argument means every image inside it (recursively).
+Images are decoded, resized and cropped exactly as in validation (training.data.loaders.load_val_image) and normalized
+by the same DevicePreprocess as training. A folder argument means every image inside it (recursively).
 
 Class names, first found: --classes (a data set folder: the class sub-folders of DIR/train or DIR; or a text
 file, one name per line), the `classes` a main.py checkpoint carries, the ImageNet-1k names shipped in
@@ -13,7 +13,7 @@ data/imagenet1k_classes.tsv for 1000-class weights, else "class N".
 
 The resize and crop sizes are the ones the checkpoint was evaluated at (its saved --val-resize-size and
 --val-crop-size), 256/224 for a bare state_dict; --resize-size / --crop-size override them. The checkpoint is read
-by training/pretrained.py, as in tools/export_onnx.py.
+by training/checkpoints/pretrained.py, as in tools/export_onnx.py.
 """
 import argparse
 import os
@@ -26,8 +26,9 @@ import training  # noqa: E402,F401  (bootstrap, before torch: see training/__ini
 import torch  # noqa: E402
 
 import models  # noqa: E402
-from training import data  # noqa: E402
-from training.pretrained import image_sizes, load_model  # noqa: E402
+from training.data import loaders  # noqa: E402
+from training.data.device_preprocess import DevicePreprocess  # noqa: E402
+from training.checkpoints.pretrained import image_sizes, load_model  # noqa: E402
 from training.errors import UserError, run_cli  # noqa: E402
 
 IMAGENET_CLASSES = os.path.join(ROOT, "data", "imagenet1k_classes.tsv")
@@ -65,7 +66,7 @@ def class_names(num_classes, meta, classes_arg=None):
         source = classes_arg
         if os.path.isdir(classes_arg):
             train = os.path.join(classes_arg, "train")
-            names = data.list_classes(train if os.path.isdir(train) else classes_arg)
+            names = loaders.list_classes(train if os.path.isdir(train) else classes_arg)
         elif os.path.isfile(classes_arg):
             names = read_name_file(classes_arg)
         else:
@@ -92,7 +93,7 @@ def expand_images(arguments):
     paths = []
     for argument in arguments:
         if os.path.isdir(argument):
-            found, _ = data.list_images(argument)
+            found, _ = loaders.list_images(argument)
             if not found:
                 raise UserError("no image files in folder {}".format(argument))
             paths.extend(found)
@@ -106,11 +107,11 @@ def expand_images(arguments):
 def predict(model, paths, device, *, resize_size=256, crop_size=224, topk=5, batch_size=32):
     """Yield (path, [(probability, class index), ...] best first) per image, a batch at a time, so a long folder
     shows results as it goes; UserError for an unreadable image."""
-    preprocess = data.DevicePreprocess(jitter=0.0)
+    preprocess = DevicePreprocess(jitter=0.0)
     k = min(topk, model.fc.out_features)
     for start in range(0, len(paths), batch_size):
         chunk = paths[start:start + batch_size]
-        images = torch.stack([data.load_val_image(p, resize_size, crop_size) for p in chunk]).to(device)
+        images = torch.stack([loaders.load_val_image(p, resize_size, crop_size) for p in chunk]).to(device)
         with torch.no_grad():
             probabilities = torch.softmax(model(preprocess(images, train=False)).float(), dim=1)
         values, indices = probabilities.topk(k, dim=1)

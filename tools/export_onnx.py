@@ -40,10 +40,10 @@ import torch  # noqa: E402
 import numpy as np  # noqa: E402
 
 import models  # noqa: E402
-from training.data import MEAN, STD  # noqa: E402
-from training.pretrained import default_resize, image_sizes, load_model, non_finite_tensors  # noqa: E402
+from training.data.decode import MEAN, STD  # noqa: E402
+from training.checkpoints.pretrained import default_resize, image_sizes, load_model, non_finite_tensors  # noqa: E402
 from training.errors import UserError, run_cli  # noqa: E402
-from training.files import atomic_write  # noqa: E402
+from training.checkpoints.files import atomic_write  # noqa: E402
 
 OPSETS = (11, 13)
 INPUT_NAME, OUTPUT_NAME = "input", "output"

@@ -1,8 +1,8 @@
 """Turn a rank-0 training log into the ModelZoo summary file the launchers leave behind.
 
-The launcher (training/launcher.py) calls this one module instead of a grep/awk pipeline per script. It reads the
-log with training.modelzoo_log.parse_log, writes `<output>/<CaseName>.log` (`key = value` lines, written to a temp
-file and renamed so a crash never leaves half a summary) and prints the `Final ...` lines. A log without the figures
+The launcher (training/launch/modelzoo.py) calls this one module instead of a grep/awk pipeline per script. It reads the
+log with training.logs.modelzoo_format.parse_log, writes `<output>/<CaseName>.log` (`key = value` lines,
+written to a temp file and renamed so a crash never leaves half a summary) and prints the `Final ...` lines. A log without the figures
 a finished run prints is an error (non-zero exit), never a summary with empty values.
 """
 import argparse
@@ -13,8 +13,8 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from training.errors import UserError, run_cli  # noqa: E402
-from training.files import atomic_write  # noqa: E402
-from training.modelzoo_log import parse_log  # noqa: E402
+from training.checkpoints.files import atomic_write  # noqa: E402
+from training.logs.modelzoo_format import parse_log  # noqa: E402
 from training.recipes import NETWORK, case_name  # noqa: E402
 
 MODES = ("perf", "acc")

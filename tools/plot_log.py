@@ -4,7 +4,7 @@
     python tools/plot_log.py test/output/0/train_0.log -o curves.png
 
 Reads either main.py's metrics.jsonl (records of kind step / epoch / eval, see docs/architecture.md) or a ModelZoo
-text log (ours or the original's), whose lines are parsed by training.modelzoo_log.parse_log. A text log has no
+text log (ours or the original's), whose lines are parsed by training.logs.modelzoo_format.parse_log. A text log has no
 learning rate (the ModelZoo step line carries none) and no epoch number on its FPS and accuracy lines: those
 belong to the epoch of the step lines before them. A line that cannot be read (a half-written last JSON line after a
 crash) is skipped with a count on stderr. The image is written to a temporary file and renamed. A `resume` record
@@ -26,9 +26,9 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from training.errors import UserError, run_cli  # noqa: E402
-from training.files import atomic_write  # noqa: E402
-from training.metric_records import global_step, step_losses, steps_per_epoch  # noqa: E402
-from training.modelzoo_log import parse_line  # noqa: E402
+from training.checkpoints.files import atomic_write  # noqa: E402
+from training.logs.records import global_step, step_losses, steps_per_epoch  # noqa: E402
+from training.logs.modelzoo_format import parse_line  # noqa: E402
 
 
 class Curves:

@@ -22,7 +22,7 @@ import copy
 import torch
 from torch import nn
 
-from training.checkpoint import strip_module_prefix
+from training.checkpoints.checkpoint import strip_module_prefix
 from training.errors import UserError
 
 

@@ -6,13 +6,15 @@ after step 10 and after the last step. An epoch of <= 10 steps excludes only its
 loader start-up), and a 1-step epoch measures that step, so a number is always printed.
 """
 import contextlib
+import math
 import time
 
 import torch
 
-from training import distributed, finite
-from training import modelzoo_log as zlog
-from training.logs import Logger, MetricsWriter
+from training.launch import process_group
+from training.errors import UserError
+from training.logs import modelzoo_format
+from training.logs.writers import Logger, MetricsWriter
 
 FPS_SKIP_STEPS = 10
 
@@ -193,18 +195,18 @@ def train_one_epoch(model, loader, loop, opt, *, epoch, steps):
             fields = meter.fields(batch_time, data_time, loss, counts, targets.size(0))
             losses = torch.stack(pending_losses).double().tolist()  # already computed: the sync above waited
             pending_losses = []
-            loop.log(zlog.format_step(loop.log.head, epoch, step, steps, fields, lr=lr,
+            loop.log(modelzoo_format.format_step(loop.log.head, epoch, step, steps, fields, lr=lr,
                                       eta=time_left(meter, opt.schedule, epoch=epoch, step=step, steps=steps)))
             loop.metrics.write({"kind": "step", "epoch": epoch, "step": step, "steps": steps, "loss": fields[2][1],
                                 "losses": losses, "lr": lr, "acc1": fields[3][1], "acc5": fields[4][1],
                                 "batch_time": batch_time, "data_time": data_time})
-            finite.check_loss(fields[2][1], epoch=epoch, step=step, base_lr=opt.schedule.base_lr)
-            finite.check_loss(fields[2][2], epoch=epoch, step=step, base_lr=opt.schedule.base_lr)  # the mean so far
+            check_loss(fields[2][1], epoch=epoch, step=step, base_lr=opt.schedule.base_lr)
+            check_loss(fields[2][2], epoch=epoch, step=step, base_lr=opt.schedule.base_lr)  # the mean so far
         end = time.time()
     synchronize(loop.device)
     record = _end_epoch(loop, meter, epoch=epoch, lr=lr, timing=(epoch_start, fps_start, skip, batch_images),
                         bad_images=bad_images)
-    finite.check_loss(record["loss"], epoch=epoch, step=steps - 1, base_lr=opt.schedule.base_lr)  # all ranks' mean
+    check_loss(record["loss"], epoch=epoch, step=steps - 1, base_lr=opt.schedule.base_lr)  # all ranks' mean
     return record
 
 
@@ -216,8 +218,8 @@ def _end_epoch(loop, meter, *, epoch, lr, timing, bad_images):
     elapsed = done - fps_start if fps_start is not None else 0.0
     step_time = elapsed / measured if measured else 0.0
     fps = loop.world_size * batch_images * measured / elapsed if elapsed > 0 and measured else 0.0
-    loop.log(zlog.format_fps(loop.log.head, fps, step_time))
-    totals = distributed.all_reduce_sum(meter.sums.tolist() + [bad_images], loop.device)
+    loop.log(modelzoo_format.format_fps(loop.log.head, fps, step_time))
+    totals = process_group.all_reduce_sum(meter.sums.tolist() + [bad_images], loop.device)
     record = {"kind": "epoch", "epoch": epoch, "fps": fps, "step_time": step_time,
               "loss": totals[0] / totals[3] if totals[3] else float("nan"), "lr": lr,
               "bad_images": int(totals[4]), "seconds": done - epoch_start}
@@ -225,7 +227,7 @@ def _end_epoch(loop, meter, *, epoch, lr, timing, bad_images):
     return record
 
 
-def validate(model, loader, loop, *, epoch=None, tag=zlog.ACC_TAG):
+def validate(model, loader, loop, *, epoch=None, tag=modelzoo_format.ACC_TAG):
     """Top-1/top-5 and loss over this rank's share of the val set, summed over all ranks (every image counted
     once). Prints `Test:` progress lines and the `[AVG-ACC]` (or `[EMA-ACC]`) line; returns (acc1, acc5, loss)."""
     model.eval()
@@ -245,25 +247,63 @@ def validate(model, loader, loop, *, epoch=None, tag=zlog.ACC_TAG):
             meter.tick(time.time() - end, data_time)
             if loop.log.enabled and (step % loop.print_freq == 0 or step + 1 == steps):
                 fields = meter.fields(time.time() - end, data_time, loss, counts, targets.size(0))
-                loop.log(zlog.format_test(loop.log.head, step, steps, fields))
+                loop.log(modelzoo_format.format_test(loop.log.head, step, steps, fields))
             end = time.time()
-    loss_sum, top1, top5, count = distributed.all_reduce_sum(meter.sums.tolist(), loop.device)
+    loss_sum, top1, top5, count = process_group.all_reduce_sum(meter.sums.tolist(), loop.device)
     if count == 0:
         acc1 = acc5 = 0.0
         mean_loss = float("nan")
     else:
         acc1, acc5, mean_loss = 100.0 * top1 / count, 100.0 * top5 / count, loss_sum / count
-    loop.log(zlog.format_acc(loop.log.head, acc1, acc5, tag=tag))
+    loop.log(modelzoo_format.format_acc(loop.log.head, acc1, acc5, tag=tag))
     loop.metrics.write({"kind": "eval", "epoch": epoch, "acc1": acc1, "acc5": acc5, "loss": mean_loss,
-                        "ema": tag == zlog.EMA_ACC_TAG, "images": int(count)})
+                        "ema": tag == modelzoo_format.EMA_ACC_TAG, "images": int(count)})
     return acc1, acc5, mean_loss
 
 
 def evaluate(model, ema, loader, loop, *, epoch):
     """Acc@1 of the model (its EMA is scored beside it), with rank 0's BatchNorm statistics on every rank."""
-    distributed.broadcast_buffers(model)
+    process_group.broadcast_buffers(model)
     acc1 = validate(model, loader, loop, epoch=epoch)[0]
     if ema is not None:
-        distributed.broadcast_buffers(ema.module)
-        validate(ema.module, loader, loop, epoch=epoch, tag=zlog.EMA_ACC_TAG)
+        process_group.broadcast_buffers(ema.module)
+        validate(ema.module, loader, loop, epoch=epoch, tag=modelzoo_format.EMA_ACC_TAG)
     return acc1
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Non-finite values stop a run before they reach a checkpoint: the loss is checked where it is read anyway
+# (a printed step line, the epoch mean), the weights once per epoch before any checkpoint write.
+
+class NonFinite(UserError):
+    """The loss or the weights hold inf / NaN: the run stops with this one-line message."""
+
+
+def check_loss(loss, *, epoch, step, base_lr):
+    """Raise NonFinite when `loss` (a float already on the host: a step line's loss or the epoch mean up to
+    `step`) is inf or NaN."""
+    if not math.isfinite(loss):
+        raise NonFinite("the training loss became {} by epoch {}, step {}: training diverged; restart with a lower "
+                        "--lr (this run: {:g})".format(loss, epoch, step, base_lr))
+
+
+def first_non_finite(state_dict):
+    """Name of the first floating-point tensor of `state_dict` that holds inf or NaN, else None (one host sync)."""
+    named = [(name, value) for name, value in state_dict.items()
+             if torch.is_tensor(value) and value.is_floating_point()]
+    if not named:
+        return None
+    finite = torch.stack([torch.isfinite(value).all() for _, value in named]).cpu().tolist()
+    bad = [name for (name, _), ok in zip(named, finite) if not ok]
+    return bad[0] if bad else None
+
+
+def check_weights(modules, *, epochs_done, base_lr):
+    """Raise NonFinite when a module of `modules` (the model, its EMA) holds inf or NaN after `epochs_done`
+    epochs; called before the checkpoint saver writes, so no file receives such weights."""
+    for module in modules:
+        name = first_non_finite(module.state_dict())
+        if name is not None:
+            raise NonFinite("the weights hold inf or NaN after {} epoch(s) ({}): not saved, the checkpoints on disk "
+                            "are from earlier epochs; restart with a lower --lr (this run: {:g})".format(
+                                epochs_done, name, base_lr))

@@ -10,7 +10,7 @@ import random
 
 import models
 from training import device as devices
-from training import distributed
+from training.launch import modes
 from training import optim
 from training import recipes
 from training.errors import UserError
@@ -117,13 +117,13 @@ def build_parser():
     g.add_argument("--addr", default=None, help="master address (default: MASTER_ADDR or 127.0.0.1)")
     g.add_argument("--port", type=int, default=None,
                    help="master port (default: MASTER_PORT; a free port for single-node spawns, else {})".format(
-                       distributed.DEFAULT_PORT))
+                       modes.DEFAULT_PORT))
     g.add_argument("--device-list", default="", help="device ids of this node, e.g. 0,1,2,3")
     g.add_argument("--device_num", "--device-num", dest="device_num", type=int, default=-1,
                    help="number of devices (processes) per node")
     g.add_argument("--local_rank", "--local-rank", dest="local_rank", type=int, default=-1,
                    help="rank on this node, for launchers that start each process themselves")
-    g.add_argument("--dist-timeout", type=float, default=distributed.DEFAULT_TIMEOUT_SECONDS, metavar="SECONDS",
+    g.add_argument("--dist-timeout", type=float, default=modes.DEFAULT_TIMEOUT_SECONDS, metavar="SECONDS",
                    help="how long a process waits for the others to join the process group, and for a collective, "
                         "before it stops with an error")
 
@@ -310,3 +310,34 @@ def check_args(args):
     check_output_dir(args.output_dir)
     if args.seed is None:
         args.seed = random.SystemRandom().randint(0, 2 ** 31 - 1)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Warnings about a learning rate that no longer fits the run (the default --lr was tuned for one global
+# batch; the linear scaling rule lr * batch / tuned_batch is the remedy the warning names).
+
+DEFAULT_TUNED_BATCH = 1024  # the batch of main.py's default --lr 0.5 (the paper's recipe)
+
+
+def tuned_batch(recipe):
+    """The global batch the learning rate of `recipe` (None: main.py's defaults) was tuned for."""
+    if recipe:
+        values = recipes.defaults(recipe)
+        if "lr" in values and "batch_size" in values:
+            return values["batch_size"]
+    return DEFAULT_TUNED_BATCH
+
+
+def lr_warnings(args, given):
+    """`warning: ...` lines for these flags; `given` is the set of argparse dests given on the command line
+    (options.given_dests)."""
+    lines = []
+    batch = tuned_batch(getattr(args, "recipe", None))
+    if "lr" not in given and args.batch_size != batch:
+        lines.append("warning: --lr {:g} was tuned for batch {}, this run uses --batch-size {}: the linearly scaled "
+                     "value is --lr {:g} (give --lr to choose)".format(args.lr, batch, args.batch_size,
+                                                                        args.lr * args.batch_size / batch))
+    if args.warm_up_epochs > 0 and args.warm_up_epochs >= args.epochs:  # given or not: never what one wants
+        lines.append("warning: --warm_up_epochs {:g} >= --epochs {}: the whole run is warm-up, the learning rate "
+                     "never reaches --lr {:g}".format(args.warm_up_epochs, args.epochs, args.lr))
+    return lines

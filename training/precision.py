@@ -162,3 +162,22 @@ def build_amp(enabled, device_type, opt_level="O2", loss_scale=None, *, log=prin
             log("warning: --amp: apex is not available ({}); using native torch AMP".format(reason))
     return Amp(enabled, device_type, opt_level=opt_level, loss_scale=loss_scale, apex_amp=apex_amp,
                apex_optimizers=apex_optimizers)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# --compile: torch.compile of the module that trains (after DDP wraps it, as torch's DDP notes advise); the
+# uncompiled model stays what checkpoints, EMA, validation and BN recalibration use.
+
+DEFAULT_COMPILE_BACKEND = "inductor"
+
+
+def check_available():
+    """UserError on a torch without torch.compile (torch 1.x, e.g. the torch 1.8 of older Ascend images)."""
+    if not hasattr(torch, "compile"):
+        raise UserError("--compile needs torch.compile (torch >= 2.0); this torch is {}".format(torch.__version__))
+
+
+def compile_model(module, backend=DEFAULT_COMPILE_BACKEND):
+    """torch.compile(module, backend=backend): compiled lazily at the first step."""
+    check_available()
+    return torch.compile(module, backend=backend)

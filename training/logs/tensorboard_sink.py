@@ -16,7 +16,7 @@ at most the step scalars since the last epoch.
 import importlib.util
 
 from training.errors import UserError
-from training.metric_records import global_step, step_losses
+from training.logs.records import global_step, step_losses
 
 INSTALL_HINT = "--tensorboard needs the tensorboard package: pip install tensorboard"
 

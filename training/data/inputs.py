@@ -1,17 +1,12 @@
 """A run's inputs, from main.py's flags: this rank's loaders (or synthetic batches with --dummy), the device-side
 preprocessing, the per-epoch reseeding and the number of steps per epoch.
 
-training.data (loaders) is imported on first use, so that `main.py --help` and flag errors do not wait for it.
 """
+from training.data import loaders
+from training.data.device_preprocess import DevicePreprocess
 from training.errors import UserError
 
 IMAGENET_TRAIN_IMAGES = 1281167  # the synthetic epoch of --dummy without --steps-per-epoch
-
-
-def data_module():
-    """training.data, imported late (see above)."""
-    from training import data
-    return data
 
 
 class Data:
@@ -24,23 +19,22 @@ class Data:
 
 def build(args, ctx, device):
     """Loaders of this rank's share (synthetic with --dummy) and the device-side preprocessing."""
-    data, per_rank = data_module(), args.batch_size // ctx.world_size
+    per_rank = args.batch_size // ctx.world_size
     # the colour jitter draws from its own generator, keyed by (seed + rank, epoch): exact resume with any --workers
-    preprocess = data.DevicePreprocess(jitter=args.color_jitter, channels_last=args.channels_last,
-                                       seed=args.seed + ctx.rank)
+    preprocess = DevicePreprocess(jitter=args.color_jitter, channels_last=args.channels_last, seed=args.seed + ctx.rank)
     if args.dummy:
         num_classes = args.num_classes or 1000
         steps = args.steps_per_epoch or IMAGENET_TRAIN_IMAGES // args.batch_size
-        train = data.SyntheticLoader(per_rank, args.train_crop_size, num_classes, device, steps)
-        val = data.SyntheticLoader(per_rank, args.val_crop_size, num_classes, device, max(1, min(10, steps)))
+        train = loaders.SyntheticLoader(per_rank, args.train_crop_size, num_classes, device, steps)
+        val = loaders.SyntheticLoader(per_rank, args.val_crop_size, num_classes, device, max(1, min(10, steps)))
         return Data(train=train, sampler=None, val=val, num_classes=num_classes, classes=None, preprocess=preprocess)
-    train_dir, val_dir = data.check_data_root(args.data)
+    train_dir, val_dir = loaders.check_data_root(args.data)
     shared = {"world_size": ctx.world_size, "rank": ctx.rank, "strict": args.strict_data,
               "pin_memory": device.type != "cpu"}
-    train, sampler = data.build_train_loader(train_dir, per_rank, args.workers, crop_size=args.train_crop_size,
+    train, sampler = loaders.build_train_loader(train_dir, per_rank, args.workers, crop_size=args.train_crop_size,
                                              seed=args.seed, scale=args.train_crop_scale, **shared)
-    val = data.build_val_loader(val_dir, per_rank, args.workers, resize_size=args.val_resize_size,
-                                crop_size=args.val_crop_size, **shared)
+    val = loaders.build_val_loader(val_dir, per_rank, args.workers, resize_size=args.val_resize_size,
+                                   crop_size=args.val_crop_size, **shared)
     classes = list(train.dataset.classes)
     if args.num_classes is not None and args.num_classes < len(classes):
         raise UserError("--num-classes {} is smaller than the {} class folders in {}".format(

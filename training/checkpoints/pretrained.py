@@ -9,7 +9,7 @@ import torch
 
 import models
 from models.shufflenetv2_wock_op_woct import STAGES_OUT_CHANNELS
-from training.checkpoint import load_checkpoint, load_into_model, load_model_weights, strip_module_prefix
+from training.checkpoints.checkpoint import load_checkpoint, load_into_model, load_model_weights, strip_module_prefix
 from training.errors import UserError
 
 # main.py's argparse dests for the image sizes, as saved in a checkpoint's "args"

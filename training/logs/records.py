@@ -1,6 +1,6 @@
 """What a metrics.jsonl record means beyond its own numbers: where a step record sits, and its per-step losses.
 
-One place for it, used by training/tensorboard_log.py and tools/plot_log.py. The record kinds are listed in
+One place for it, used by training/logs/tensorboard_sink.py and tools/plot_log.py. The record kinds are listed in
 docs/architecture.md ("Logs"). A step record counts its `step` (0-based) within `steps` steps of its `epoch`; its
 optional `losses` is the train loss of every step since the previous step record, oldest first, the last one being
 the loss of the record's own step.

@@ -1,6 +1,6 @@
 """The ModelZoo launcher behind test/train_{full,performance}_{1p,8p}.sh.
 
-Each script sources test/env_npu.sh and runs `python3 -m training.launcher --mode full|performance --scale 1p|8p
+Each script sources test/env_npu.sh and runs `python3 -m training.launch.modelzoo --mode full|performance --scale 1p|8p
 "$@"`. In order:
 1. parse the ModelZoo flags (`--data_path= --batch_size= --learning_rate= --precision_mode= --device_id= --epochs=`
    and the dump/profiling switches, which are accepted and ignored) and main.py's spellings of them (`--data`,
@@ -11,7 +11,7 @@ Each script sources test/env_npu.sh and runs `python3 -m training.launcher --mod
    start-up stops here, before anything of an earlier run is touched;
 4. move the previous run's files in each output folder into `previous-<time>/`;
 5. start one main.py per rank with its own log `<output_root>/<device_id>/train_<device_id>.log` through
-   training/supervisor.py (one failed rank stops the others; Ctrl-C stops all; ranks die with the launcher);
+   training/launch/supervisor.py (one failed rank stops the others; Ctrl-C stops all; ranks die with the launcher);
 6. write the summary with tools/modelzoo_summary.py and print its `Final ...` lines.
 """
 import argparse
@@ -23,10 +23,11 @@ import subprocess
 import sys
 import time
 
-from training import recipes, supervisor
+from training import recipes
+from training.launch import supervisor
 from training.errors import EXIT_USER_ERROR, UserError, run_cli
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 MAIN_PY = os.path.join(REPO_ROOT, "main.py")
 SUMMARY_TOOL = os.path.join(REPO_ROOT, "tools", "modelzoo_summary.py")
 MODES = ("full", "performance")
@@ -237,7 +238,7 @@ def print_probe(device):
     line and return 2. Kept out of the launcher process so that it never loads torch or holds a device."""
     try:
         from training.device import device_count, resolve_device_type
-        from training.distributed import DEFAULT_PORT, free_port
+        from training.launch.modes import DEFAULT_PORT, free_port
     except ImportError as error:
         print("error: {} cannot load the modules of main.py ({}); set PYTHON=an interpreter with PyTorch".format(
             sys.executable, error), file=sys.stderr)
@@ -260,7 +261,7 @@ class Probe:
 
 
 def probe_device(device):
-    command = [sys.executable, "-c", "import sys; from training.launcher import print_probe; "
+    command = [sys.executable, "-c", "import sys; from training.launch.modelzoo import print_probe; "
                "sys.exit(print_probe(sys.argv[1]))", device]
     result = subprocess.run(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True)
     if result.returncode != 0:

@@ -9,16 +9,15 @@ import inspect
 import math
 import os
 import pickle
-import random
 import re
 import reprlib
 
-import numpy as np
 import torch
 
-from training import safe_unpickle
+from training.checkpoints import safe_unpickle
+from training.seeding import rng_state, seed_everything, set_rng_state
 from training.errors import UserError
-from training.files import atomic_write, make_folder
+from training.checkpoints.files import atomic_write, make_folder
 
 # Keys of a main.py checkpoint that hold large tensors (left out of `meta`).
 _BIG_KEYS = ("state_dict", "optimizer", "model_ema", "amp", "rng")
@@ -28,7 +27,7 @@ _HAS_WEIGHTS_ONLY = "weights_only" in inspect.signature(torch.load).parameters
 
 
 def atomic_save(obj, path):
-    """torch.save `obj` to `path` atomically (training/files.py), creating the folder if needed."""
+    """torch.save `obj` to `path` atomically (training/checkpoints/files.py), creating the folder if needed."""
     make_folder(os.path.dirname(os.path.abspath(path)))
     atomic_write(path, lambda stream: torch.save(obj, stream))
 
@@ -50,48 +49,9 @@ def plain(value):
     return str(value)
 
 
-def rng_state():
-    """Python, numpy, torch CPU (and CUDA) generator states, as plain types and tensors."""
-    np_state = np.random.get_state()
-    py_state = random.getstate()
-    state = {
-        "python": [py_state[0], list(py_state[1]), py_state[2]],
-        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), int(np_state[2]), int(np_state[3]),
-                  float(np_state[4])],
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state):
-    """Inverse of rng_state(); missing parts are left alone. UserError for a state of the wrong shape."""
-    if not state:
-        return
-    try:
-        _apply_rng_state(state)
-    except (TypeError, ValueError, RuntimeError, AttributeError) as exc:
-        raise UserError("the checkpoint's field 'rng' cannot be restored ({}: {}); add --pretrained to load only "
-                        "its weights".format(type(exc).__name__, str(exc).strip().split("\n")[0][:120])) from None
-
-
-def _apply_rng_state(state):
-    if "python" in state:
-        version, internal, gauss = state["python"]
-        random.setstate((version, tuple(internal), gauss))
-    if "numpy" in state:
-        name, keys, pos, has_gauss, cached = state["numpy"]
-        np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
-    if "torch" in state:
-        torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
 def torch_load(path, weights_only=True):
     """torch.load on the CPU. weights_only=True: torch's own weights_only loader on torch 1.13+, the restricted
-    unpickler of training/safe_unpickle.py on older torch, so no file can run code when it is loaded."""
+    unpickler of training/checkpoints/safe_unpickle.py on older torch, so no file can run code when it is loaded."""
     if _HAS_WEIGHTS_ONLY:
         return torch.load(path, map_location="cpu", weights_only=weights_only)
     if weights_only:
@@ -302,13 +262,6 @@ def describe_on_disk(output_dir, prefix="checkpoint"):
     except Exception:  # not ours, or unreadable: say so rather than guess
         return "{} is there but could not be read back".format(path)
     return "{} is intact after {} epoch(s): continue with --resume {}".format(path, epoch, path)
-
-
-def seed_everything(seed):
-    """Seed Python's, numpy's and torch's global generators."""
-    random.seed(seed)
-    np.random.seed(seed % (2 ** 32))
-    torch.manual_seed(seed)
 
 
 def resume(checkpoint, *, args, world_size, rank, optimizer, amp, ema, log):

@@ -1,19 +1,19 @@
 """Where logs are written: the ModelZoo lines on stdout (`Logger`) and metrics.jsonl (`MetricsWriter`), rank 0 only.
 
-The line formats themselves (and their parsers, used by tools/) are in training/modelzoo_log.py.
+The line formats themselves (and their parsers, used by tools/) are in training/logs/modelzoo_format.py.
 """
 import json
 import os
 
-from training import modelzoo_log as zlog
-from training.tensorboard_log import TensorboardSink, open_tensorboard
+from training.logs import modelzoo_format
+from training.logs.tensorboard_sink import TensorboardSink, open_tensorboard
 
 
 class Logger:
     """Rank 0 prints ModelZoo lines with the `[dev id: N ]` head; other ranks stay quiet."""
 
     def __init__(self, device_type, device_id, enabled=True):
-        self.head = zlog.prefix(device_type, device_id)
+        self.head = modelzoo_format.prefix(device_type, device_id)
         self.enabled = enabled
 
     def __call__(self, line):
@@ -24,7 +24,7 @@ class Logger:
 class MetricsWriter:
     """metrics.jsonl: one JSON object per line, flushed at once (rank 0 only; other ranks get enabled=False).
     `append=False` starts the file afresh (a new run), True adds to it (resume, --evaluate). With `tensorboard=DIR`
-    every record also goes to TensorBoard event files in DIR (training/tensorboard_log.py). A context manager:
+    every record also goes to TensorBoard event files in DIR (training/logs/tensorboard_sink.py). A context manager:
     leaving it (at the end or on an error) closes the event file."""
 
     def __init__(self, path, enabled=True, append=True, tensorboard=None):

@@ -1,10 +1,9 @@
-"""The data room: image folders, samplers, uint8 loaders and synthetic data (DevicePreprocess and upload_jitter
-live in training/augment.py with the rest of the augmentation and are re-exported here).
+"""Image folders, samplers, uint8 batch loaders and synthetic data.
 
 Loaders yield `(images, targets, bad)`: uint8 `[B, 3, H, W]` (channels-last memory), int64 `[B]`, and the number
 of unreadable files replaced by other samples in this batch. Workers only decode, crop, resize and flip
-(training/augment.py);
-float conversion, colour jitter and normalization happen on the device (`DevicePreprocess`: batched on an
+(training/data/decode.py); float conversion, colour jitter and normalization happen on the device
+(training/data/device_preprocess.py: batched on an
 accelerator, image by image in the main process on the CPU), which keeps the per-image CPU cost low and the
 bytes moved four times smaller than float batches.
 
@@ -15,15 +14,14 @@ The colour jitter factors come from DevicePreprocess's own (seed, epoch) generat
 import logging
 import os
 import random
+import signal
 import stat
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from training.worker_signals import IgnoreInterrupts
-from training import augment
-from training.augment import MEAN, STD, DevicePreprocess, upload_jitter  # noqa: F401 (public names of this module)
+from training.data import decode
 from training.errors import UserError
 
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".pbm", ".tif", ".tiff", ".webp", ".gif")
@@ -181,7 +179,7 @@ class ImageFolderData(Dataset):
     found); the loader turns both into a warning or a UserError in the main process.
     """
 
-    def __init__(self, root, train, crop_size=224, resize_size=256, strict=False, scale=augment.SCALE):
+    def __init__(self, root, train, crop_size=224, resize_size=256, strict=False, scale=decode.SCALE):
         self.root = root
         self.scale = tuple(scale)
         self.samples, self.classes = scan_folder(root)
@@ -195,8 +193,8 @@ class ImageFolderData(Dataset):
 
     def load(self, path, rng):
         if self.train:
-            return augment.train_image(path, self.crop_size, rng, scale=self.scale)
-        return augment.val_image(path, self.resize_size, self.crop_size)
+            return decode.train_image(path, self.crop_size, rng, scale=self.scale)
+        return decode.val_image(path, self.resize_size, self.crop_size)
 
     def __getitem__(self, key):
         index, sample_seed = key if isinstance(key, tuple) else (key, key)  # a plain index: seed = index
@@ -350,17 +348,17 @@ def _check_crop(crop_size, resize_size=None):
 
 
 def _data_loader(dataset, sampler, batch_size, workers, pin_memory, drop_last):
-    augment.warn_if_no_fast_decode()
-    augment.init_worker()  # workers=0 decodes here: one OpenCV thread in this process too
+    decode.warn_if_no_fast_decode()
+    decode.init_worker()  # workers=0 decodes here: one OpenCV thread in this process too
     loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
                         collate_fn=collate, pin_memory=pin_memory, drop_last=drop_last,
                         persistent_workers=workers > 0,
-                        worker_init_fn=IgnoreInterrupts(augment.init_worker) if workers else None)
+                        worker_init_fn=IgnoreInterrupts(decode.init_worker) if workers else None)
     return BatchLoader(loader)
 
 
 def build_train_loader(root, batch_size, workers, *, crop_size=224, world_size=1, rank=0, seed=0, strict=False,
-                       pin_memory=False, scale=augment.SCALE):
+                       pin_memory=False, scale=decode.SCALE):
     """`(loader, sampler)` for train/: RandomResizedCrop (area fraction in `scale`) + flip in workers, drop_last,
     `sampler.set_epoch(e)`."""
     _check_sizes(batch_size, workers, world_size, rank)
@@ -387,9 +385,9 @@ def build_val_loader(root, batch_size, workers, *, resize_size=256, crop_size=22
 def load_val_image(path, resize_size=256, crop_size=224):
     """One image decoded exactly as in validation: uint8 `[3, crop, crop]` (for tools: predict, export checks)."""
     _check_crop(crop_size, resize_size)
-    augment.warn_if_no_fast_decode()
+    decode.warn_if_no_fast_decode()
     try:
-        image = augment.val_image(path, resize_size, crop_size)
+        image = decode.val_image(path, resize_size, crop_size)
     except FileNotFoundError:
         raise UserError("image not found: {}".format(path)) from None
     except Exception as exc:
@@ -418,3 +416,20 @@ class SyntheticLoader:
     def __iter__(self):
         for _ in range(self.steps):
             yield self.images, self.targets, 0
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Data-loader workers leave Ctrl-C to their parent (a terminal's SIGINT reaches every process of the
+# foreground group; a worker hit mid-decode would print a traceback after the parent's one clean line).
+
+class IgnoreInterrupts:
+    """A DataLoader `worker_init_fn` that sets SIGINT to SIG_IGN, then calls the loader's own init function (if
+    any). A class rather than a closure, so it pickles for the spawn start method."""
+
+    def __init__(self, previous=None):
+        self.previous = previous
+
+    def __call__(self, worker_id):
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        if self.previous is not None:
+            self.previous(worker_id)

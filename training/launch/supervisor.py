@@ -1,6 +1,6 @@
 """Run a group of processes as one job: one fails, all stop; the supervisor dies, they die.
 
-Used by the ModelZoo launcher (training/launcher.py, one main.py per rank) and by main.py's spawn path.
+Used by the ModelZoo launcher (training/launch/modelzoo.py, one main.py per rank) and by main.py's spawn path.
 
 - `supervise(specs, grace_seconds=20.0)` starts one process per `ProcessSpec`, each in its own process group (so
   the final SIGKILL reaches its data loader workers too), with its output in `log_path` (or on this process's
