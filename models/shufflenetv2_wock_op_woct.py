@@ -125,7 +125,8 @@ def hub_weights_path(arch):
 
 def _torch_load(path):
     """torch.load on CPU that runs nothing from the file: weights_only on torch >= 1.13, the restricted unpickler
-    on older torch (training/checkpoints/checkpoint.py torch_load; imported here so that `models` alone imports no engine)."""
+    on older torch (training/checkpoints/checkpoint.py torch_load; imported here so that `models` alone imports no
+    engine)."""
     from training.checkpoints.checkpoint import torch_load
 
     return torch_load(path)

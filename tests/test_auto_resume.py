@@ -1,4 +1,5 @@
-"""--resume auto: which checkpoint of --output-dir it continues from (training/checkpoints/auto_resume.py), and end to end a
+"""--resume auto: which checkpoint of --output-dir it continues from (training/checkpoints/auto_resume.py), and end
+to end a
 run stopped after epoch 1 that continues at epoch 2 and ends with the weights of an uninterrupted run."""
 import json
 import os

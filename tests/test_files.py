@@ -1,4 +1,5 @@
-"""training/checkpoints/files.py: atomic_write gives normal permissions, never leaves half a file or a temp file, and reports
+"""training/checkpoints/files.py: atomic_write gives normal permissions, never leaves half a file or a temp file, and
+reports
 an unwritable output as one line that keeps the previous version; remove_stale_temps removes only its temp files."""
 import errno
 import os

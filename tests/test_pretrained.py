@@ -1,4 +1,5 @@
-"""training/checkpoints/pretrained.py and the two tools built on it: tools/demo.py and tools/export_onnx.py read the image sizes
+"""training/checkpoints/pretrained.py and the two tools built on it: tools/demo.py and tools/export_onnx.py read the
+image sizes
 a checkpoint was trained at (flags still override), the ONNX check is relative + absolute, and a diverged model
 (NaN/inf weights) is not exported."""
 import json

@@ -1,5 +1,6 @@
 """Checkpoint loading runs nothing a file asks for, on every torch: torch's weights_only loader (torch >= 1.13) and
-the restricted unpickler of training/checkpoints/safe_unpickle.py (torch < 1.13, and forced here on newer torch too) refuse a
+the restricted unpickler of training/checkpoints/safe_unpickle.py (torch < 1.13, and forced here on newer torch too)
+refuse a
 pickle that would run a command, with one `error:` line from main.py --resume and tools/demo.py; real main.py
 checkpoints (zipfile and legacy format) and torchvision state_dicts still load; malformed fields are named."""
 import builtins

@@ -2,7 +2,8 @@
 
 The launcher (training/launch/modelzoo.py) calls this one module instead of a grep/awk pipeline per script. It reads the
 log with training.logs.modelzoo_format.parse_log, writes `<output>/<CaseName>.log` (`key = value` lines,
-written to a temp file and renamed so a crash never leaves half a summary) and prints the `Final ...` lines. A log without the figures
+written to a temp file and renamed so a crash never leaves half a summary) and prints the `Final ...` lines. A log
+without the figures
 a finished run prints is an error (non-zero exit), never a summary with empty values.
 """
 import argparse

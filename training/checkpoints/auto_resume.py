@@ -1,6 +1,7 @@
 """`--resume auto`: the newest complete checkpoint that --output-dir holds, or none (start fresh).
 
-CheckpointSaver (training/checkpoints/checkpoint.py) writes, after an epoch, `PREFIX_epochN.pth.tar` (every --checkpoint-freq
+CheckpointSaver (training/checkpoints/checkpoint.py) writes, after an epoch, `PREFIX_epochN.pth.tar` (every
+--checkpoint-freq
 epochs) and then the rolling `PREFIX.pth.tar`. So the rolling checkpoint is the newest unless it is missing,
 unreadable, or a kill came between the two writes (then `PREFIX_epochN` is one epoch ahead and written later).
 A numbered copy with more epochs but an older file than the rolling checkpoint belongs to an earlier run in the
