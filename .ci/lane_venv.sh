@@ -23,7 +23,9 @@ if [ -z "$python" ]; then
 fi
 lane_file=.ci/lanes/$lane.txt
 files=$(grep -o '^-r .*' "$lane_file" | cut -c4- | sed "s#^#.ci/lanes/#")
-hash=$( { "$python" --version 2>&1; cat "$lane_file" $files; } | sha256sum | cut -c1-12)
+# only the requirement lines count: editing a comment does not rebuild gigabytes
+hash=$( { "$python" --version 2>&1; cat "$lane_file" $files | sed 's/#.*//; s/[[:space:]]*$//; /^$/d'; } | sha256sum |
+    cut -c1-12)
 root=${CI_VENV_ROOT:-$HOME/.cache/shufflenetv2-ci}
 venv=$root/$lane-$hash
 if [ ! -f "$venv/ready" ]; then
