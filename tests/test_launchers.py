@@ -357,7 +357,6 @@ FAKE_MAIN = textwrap.dedent('''
     import sys
     import time
 
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from training.logs import modelzoo_format
 
     behaviour = os.environ.get("FAKE_BEHAVIOUR", "ok")

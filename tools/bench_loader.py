@@ -27,17 +27,15 @@ import statistics
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import training  # noqa: E402,F401  (bootstrap, before torch: see training/__init__.py)
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from PIL import Image  # noqa: E402
+import training  # noqa: F401  (bootstrap, before torch: see training/__init__.py)
+import numpy as np
+import torch
+from PIL import Image
 
 from training.data import decode
 from training.data import device_preprocess
-from training.data import loaders  # noqa: E402
-from training.errors import UserError, run_cli  # noqa: E402
+from training.data import loaders
+from training.errors import UserError, run_cli
 
 
 def make_data(out_dir, count, classes=10, seed=0):
@@ -256,7 +254,8 @@ def parse_args(argv):
     args = parser.parse_args(argv)
     if args.max_workers < 0 or args.workers < 0:
         raise UserError("--workers and --max-workers must be 0 or more")
-    for name, value in (("--batches", args.batches), ("--rounds", args.rounds), ("--count", args.count)):
+    for name, value in (("--batches", args.batches), ("--batch-size", args.batch_size), ("--rounds", args.rounds),
+                        ("--count", args.count)):
         if value < 1:
             raise UserError("{} must be at least 1, got {}".format(name, value))
     return args

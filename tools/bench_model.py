@@ -13,21 +13,18 @@ The last line is one JSON object with every row and the smallest ratio. `compare
 """
 import argparse
 import json
-import os
 import statistics
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import training  # noqa: F401  (bootstrap, before torch: see training/__init__.py)
+import torch
 
-import training  # noqa: E402,F401  (bootstrap, before torch: see training/__init__.py)
-import torch  # noqa: E402
-
-import models  # noqa: E402
-from training import precision  # noqa: E402
-from training import device as devices  # noqa: E402
-from training.engine import synchronize  # noqa: E402
-from training.errors import UserError, run_cli  # noqa: E402
+import models
+from training import precision
+from training import device as devices
+from training.engine import synchronize
+from training.errors import UserError, run_cli
 
 LAYOUTS = {"nchw": False, "channels_last": True}
 

@@ -23,12 +23,10 @@ import math
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from training.errors import UserError, run_cli  # noqa: E402
-from training.checkpoints.files import atomic_write  # noqa: E402
-from training.logs.records import global_step, step_losses, steps_per_epoch  # noqa: E402
-from training.logs.modelzoo_format import parse_line  # noqa: E402
+from training.errors import UserError, run_cli
+from training.checkpoints.files import atomic_write
+from training.logs.records import global_step, step_losses, steps_per_epoch
+from training.logs.modelzoo_format import parse_line
 
 
 class Curves:
