@@ -7,8 +7,8 @@ taking turns in every round (tools/bench_model.py's compare()). The loader figur
 tools/bench_loader.py on generated ImageNet-like JPEGs (or --data). It refuses, with one line, when no GPU is
 present; `--device cpu --tiny` is a seconds-long dry run of the same code for CI.
 
-    python tools/bench_gpu.py                       # on a machine with a CUDA GPU
-    python tools/bench_gpu.py --device cpu --tiny   # dry run anywhere
+    python3 -m tools.bench_gpu                       # on a machine with a CUDA GPU
+    python3 -m tools.bench_gpu --device cpu --tiny   # dry run anywhere
 
 The last line is one JSON object with the hardware, every row and the loader figure.
 """

@@ -13,8 +13,8 @@ this process and its workers are counted, so the per-core cost is visible whatev
 - `stages_cpu_ms`: our per-image CPU ms per stage in one process (read, header, decode, resize, collate, device);
 - `workers_img_s`: our loader's images/s (no preprocessing) with 1 .. --max-workers workers.
 
-    python tools/bench_loader.py --make-data /tmp/bench_data --count 1000
-    python tools/bench_loader.py --data /tmp/bench_data --workers 0 --batches 20 --rounds 5
+    python3 -m tools.bench_loader --make-data /tmp/bench_data --count 1000
+    python3 -m tools.bench_loader --data /tmp/bench_data --workers 0 --batches 20 --rounds 5
 
 `SHUFFLENET_FAST_DECODE=0` measures the Pillow path. The last line is one JSON object.
 """

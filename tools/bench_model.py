@@ -5,8 +5,8 @@ every round (the order flips each round, so a busy machine slows both alike); th
 and `ratio` is the median of the per-round ours/torchvision ratios. Every available device is measured (CPU
 always; CUDA and NPU when present), in NCHW and channels_last.
 
-    python tools/bench_model.py --arch shufflenet_v2_x1_0 --batch-size 32 --rounds 7 --steps 5
-    python tools/bench_model.py --device cpu --shuffle-impl transpose index_select   # the CPU auto choice
+    python3 -m tools.bench_model --arch shufflenet_v2_x1_0 --batch-size 32 --rounds 7 --steps 5
+    python3 -m tools.bench_model --device cpu --shuffle-impl transpose index_select   # the CPU auto choice
 
 The last line is one JSON object with every row and the smallest ratio. `compare()` is importable
 (tools/bench_gpu.py uses it).

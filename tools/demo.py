@@ -1,6 +1,6 @@
 """Classify images with a trained ShuffleNetV2: top-5 classes with probabilities per image.
 
-    python tools/demo.py CHECKPOINT IMAGE_OR_FOLDER... [--classes DATA_DIR_OR_FILE] [--ema] [--device cuda]
+    python3 -m tools.demo CHECKPOINT IMAGE_OR_FOLDER... [--classes DATA_DIR_OR_FILE] [--ema] [--device cuda]
 
 CHECKPOINT is a main.py checkpoint (checkpoint.pth.tar / model_best.pth.tar) or a bare state_dict such as
 torchvision's shufflenetv2_x1-5666bf0f80.pth; the width (x0.5 ... x2.0) and the class count are read from it.

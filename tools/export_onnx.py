@@ -1,6 +1,6 @@
 """Export a ShuffleNetV2 checkpoint to ONNX with a dynamic batch, for onnxruntime and Ascend ATC alike.
 
-    python tools/export_onnx.py CHECKPOINT OUTPUT.onnx [--opset 11|13] [--ema] [--crop-size N]
+    python3 -m tools.export_onnx CHECKPOINT OUTPUT.onnx [--opset 11|13] [--ema] [--crop-size N]
 
 Input `input`: float32 [batch, 3, crop, crop], RGB, normalized as in training ((pixel/255 - mean) / std with
 ImageNet's mean/std, after the checkpoint's validation Resize + CenterCrop); output `output`: float32 [batch,

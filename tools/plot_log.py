@@ -1,7 +1,7 @@
 """Training curves in one figure: loss, learning rate, Acc@1/Acc@5 per epoch and FPS per epoch.
 
-    python tools/plot_log.py OUTPUT_DIR/metrics.jsonl -o curves.png
-    python tools/plot_log.py test/output/0/train_0.log -o curves.png
+    python3 -m tools.plot_log OUTPUT_DIR/metrics.jsonl -o curves.png
+    python3 -m tools.plot_log test/output/0/train_0.log -o curves.png
 
 Reads either main.py's metrics.jsonl (records of kind step / epoch / eval, see docs/architecture.md) or a ModelZoo
 text log (ours or the original's), whose lines are parsed by training.logs.modelzoo_format.parse_log. A text log has no
