@@ -42,7 +42,10 @@ class Interrupted(KeyboardInterrupt):
 def main(argv=None):
     """Parse, check, plan the launch, run. Returns the exit status."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = options.parse_args(argv)
+    try:
+        args = options.parse_args(argv)  # a value out of its flag's range is one error line too
+    except UserError as exc:
+        return print_error(exc, EXIT_USER_ERROR)
     started, launch = time.time(), None
     try:
         previous = signal.signal(signal.SIGTERM, _raise_interrupted)
@@ -72,11 +75,9 @@ def main(argv=None):
             run_process(args, device_type)
         return 0
     except UserError as exc:
-        print("error: {}".format(exc), file=sys.stderr, flush=True)
-        return EXIT_USER_ERROR
+        return print_error(exc, EXIT_USER_ERROR)
     except process_group.RendezvousInterrupted as exc:  # every waiting process says what it waited for
-        print("error: {}".format(exc), file=sys.stderr, flush=True)
-        return EXIT_INTERRUPTED
+        return print_error(exc, EXIT_INTERRUPTED)
     except KeyboardInterrupt as exc:
         if _rank(launch) == "0":  # the writer of the checkpoints speaks; the other ranks stop quietly
             report_interrupt(args, exc, started)
@@ -84,6 +85,12 @@ def main(argv=None):
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+def print_error(exc, code):
+    """`error: <exc>` on stderr; returns the exit status `code`."""
+    print("error: {}".format(exc), file=sys.stderr, flush=True)
+    return code
 
 
 def _rank(launch):
@@ -141,7 +148,8 @@ def run_process(args, device_type):
 
 
 def train(args, ctx, device, log):
-    """Data, model, precision, optimizer, schedule, EMA, resume, then the epochs."""
+    """Build data, model, precision, optimizer, schedule and EMA, resume; then train, check, evaluate and save each
+    epoch, and the optional BatchNorm recalibration at the end."""
     is_main = ctx.rank == 0
     seeding.seed_everything(args.seed)  # same initial weights on every rank
     data = inputs.build(args, ctx, device)
@@ -163,12 +171,12 @@ def train(args, ctx, device, log):
     steps = None if args.evaluate else inputs.steps_per_epoch(args, len(data.train), ctx.world_size)
     # the first file this run writes (a failed start above leaves an earlier run's metrics.jsonl as it was)
     with writers.MetricsWriter(os.path.join(args.output_dir, "metrics.jsonl"), enabled=is_main,
-                            append=bool(args.resume) or args.evaluate, tensorboard=args.tensorboard) as metrics:
-        loop = engine.Loop(criterion=engine.build_criterion(args.label_smoothing).to(device), amp=amp,
-                           preprocess=data.preprocess, device=device, log=log, metrics=metrics,
-                           print_freq=args.print_freq, world_size=ctx.world_size)
+                               append=bool(args.resume) or args.evaluate, tensorboard=args.tensorboard) as metrics:
+        settings = engine.LoopSettings(criterion=engine.build_criterion(args.label_smoothing).to(device), amp=amp,
+                                       preprocess=data.preprocess, device=device, log=log, metrics=metrics,
+                                       print_freq=args.print_freq, world_size=ctx.world_size)
         if args.evaluate:
-            engine.evaluate(model, ema, data.val, loop, epoch=start_epoch)
+            engine.evaluate(model, ema, data.val, settings, epoch=start_epoch)
             return
         if args.resume:  # readers drop the records of epochs >= this one written before it
             metrics.write({"kind": "resume", "epoch": start_epoch})
@@ -181,35 +189,39 @@ def train(args, ctx, device, log):
                                      meta={"arch": args.arch, "args": vars(args), "classes": data.classes})
         if is_main:
             files.remove_stale_temps(args.output_dir)  # temp files of a write that a kill interrupted
-        run_epochs(args, ctx, data=data, model=model, ema=ema, loop=loop, opt=opt, saver=saver,
-                   start_epoch=start_epoch, steps=steps)
+        trained = model_for_training(model, args, ctx, device)
+        if args.dummy:
+            log("=> --dummy: synthetic data, validation skipped (its accuracy would mean nothing)")
+        weights = [model] + ([ema.module] if ema is not None else [])
+        state = {"model": model, "optimizer": optimizer, "amp": amp, "ema": ema}
+
+        for epoch in range(start_epoch, args.epochs):
+            inputs.set_epoch(data, epoch)
+            engine.train_one_epoch(trained, data.train, settings, opt, epoch=epoch, steps=steps)
+            engine.check_weights(weights, epochs_done=epoch + 1, base_lr=args.lr)  # before any file is written
+            evaluate = should_evaluate(epoch, args)
+            acc1 = engine.evaluate(model, ema, data.val, settings, epoch=epoch) if evaluate else None
+            saver.save(epoch + 1, acc1, **state)
+
+        if args.bn_recalibrate:
+            inputs.set_epoch(data, args.epochs)
+            used = recalibrate_models(weights, data.train, preprocess=data.preprocess, num_batches=args.bn_recalibrate)
+            log("=> BatchNorm statistics recomputed over {} batches".format(used))
+            acc1 = engine.evaluate(model, ema, data.val, settings, epoch=args.epochs) if not args.dummy else None
+            engine.check_weights(weights, epochs_done=args.epochs, base_lr=args.lr)
+            saver.save(args.epochs, acc1, **state)
 
 
-def run_epochs(args, ctx, *, data, model, ema, loop, opt, saver, start_epoch, steps):
-    """Train, check, evaluate and save each epoch; then the optional BatchNorm recalibration."""
+def model_for_training(model, args, ctx, device):
+    """The model the training steps run: DistributedDataParallel over several processes, then --compile's
+    torch.compile. Checkpoints, the EMA and validation use `model` itself."""
     trained = model
     if ctx.world_size > 1:
-        ids = [loop.device.index] if loop.device.type in ("cuda", "npu") else None
+        ids = [device.index] if device.type in ("cuda", "npu") else None
         trained = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
     if args.compile:
         trained = precision.compile_model(trained, args.compile_backend)
-    if args.dummy:
-        loop.log("=> --dummy: synthetic data, validation skipped (its accuracy would mean nothing)")
-    weights = [model] + ([ema.module] if ema is not None else [])
-    state = {"model": model, "optimizer": opt.optimizer, "amp": loop.amp, "ema": ema}
-    for epoch in range(start_epoch, args.epochs):
-        inputs.set_epoch(data, epoch)
-        engine.train_one_epoch(trained, data.train, loop, opt, epoch=epoch, steps=steps)
-        engine.check_weights(weights, epochs_done=epoch + 1, base_lr=args.lr)  # before any file is written
-        acc1 = engine.evaluate(model, ema, data.val, loop, epoch=epoch) if should_evaluate(epoch, args) else None
-        saver.save(epoch + 1, acc1, **state)
-    if args.bn_recalibrate:
-        inputs.set_epoch(data, args.epochs)
-        used = recalibrate_models(weights, data.train, preprocess=data.preprocess, num_batches=args.bn_recalibrate)
-        loop.log("=> BatchNorm statistics recomputed over {} batches".format(used))
-        acc1 = engine.evaluate(model, ema, data.val, loop, epoch=args.epochs) if not args.dummy else None
-        engine.check_weights(weights, epochs_done=args.epochs, base_lr=args.lr)
-        saver.save(args.epochs, acc1, **state)
+    return trained
 
 
 def build_model(args, num_classes, checkpoint):

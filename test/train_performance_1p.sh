@@ -6,4 +6,6 @@ PYTHON=${PYTHON:-python3}
 command -v "${PYTHON}" >/dev/null || { echo "error: PYTHON=${PYTHON}: no such interpreter" >&2; exit 2; }
 # shellcheck disable=SC1091
 source "${TEST_DIR}/env_npu.sh"
-exec "${PYTHON}" "${TEST_DIR}/../tools/modelzoo_launch.py" --mode performance --scale 1p "$@"
+REPO_ROOT=$(dirname "${TEST_DIR}")
+export PYTHONPATH="${REPO_ROOT}${PYTHONPATH:+:${PYTHONPATH}}"  # this clone's training/ and models/, installed or not
+exec "${PYTHON}" "${REPO_ROOT}/tools/modelzoo_launch.py" --mode performance --scale 1p "$@"

@@ -1,18 +1,14 @@
-"""Shared test setup: the repository root on sys.path, so tests import `main`, `models`, `training` and
-`tests.datasets` whether pytest is started as `pytest` or `python -m pytest`, from any folder."""
+"""Shared test setup. The repository root is on sys.path through pyproject.toml's `pythonpath = ["."]`, so tests
+import `main`, `models`, `training`, `tools` and `tests.datasets` however pytest is started, from any folder."""
 import os
-import sys
 
 import pytest
 
+import training  # noqa: F401  (bootstrap before torch: an installed torch_npu without CANN must not break it)
+import torch
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FAKES_DIR = os.path.join(REPO_ROOT, "tests", "fakes")
-
-if REPO_ROOT not in sys.path:
-    sys.path.insert(0, REPO_ROOT)
-
-import training  # noqa: E402,F401  (bootstrap before torch: an installed torch_npu without CANN must not break it)
-import torch  # noqa: E402
 
 
 @pytest.fixture

@@ -86,12 +86,12 @@ def test_a_tool_still_works(npu_env, tmp_path):
     weights = str(tmp_path / "weights.pth")
     torch.save(torchvision.models.shufflenet_v2_x0_5(num_classes=3).state_dict(), weights)
     output = str(tmp_path / "model.onnx")
-    result = python(["tools/export_onnx.py", weights, output, "--crop-size", "32", "--no-check"], npu_env)
+    result = python(["-m", "tools.export_onnx", weights, output, "--crop-size", "32", "--no-check"], npu_env)
     assert result.returncode == 0, result.stderr[-2000:]
     assert os.path.getsize(output) > 0
     image = tmp_path / "image.png"
     from PIL import Image
     Image.new("RGB", (40, 40), (120, 30, 200)).save(str(image))
-    result = python(["tools/demo.py", weights, str(image), "--device", "npu"], npu_env)
+    result = python(["-m", "tools.demo", weights, str(image), "--device", "npu"], npu_env)
     assert result.returncode == 2
     assert result.stderr.splitlines() == ["error: --device npu: torch_npu cannot be used ({})".format(CAUSE)]

@@ -95,8 +95,6 @@ def test_empty_train_folder_fails_at_start(tmp_path):
     os.makedirs(str(tmp_path / "train"))
     with pytest.raises(UserError, match="no class folders"):
         loaders.build_train_loader(str(tmp_path / "train"), 2, 0)
-    with pytest.raises(UserError, match="smaller than the crop size"):
-        loaders.build_val_loader(str(tmp_path / "train"), 2, 0, resize_size=200, crop_size=224)
     with pytest.raises(UserError, match="fewer than one batch"):
         loaders.build_train_loader(make_image_folder(str(tmp_path / "d"), 2, 2, 1) + "/train", 8, 0)
 
@@ -270,12 +268,10 @@ def test_synthetic_loader_yields_uint8_batches_on_the_device():
 
 def test_bench_loader_makes_imagenet_like_data_and_prints_json(tmp_path, capsys, decode_path):
     import json
-    import sys
 
     from PIL import Image
 
-    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools"))
-    import bench_loader
+    from tools import bench_loader
 
     root = str(tmp_path / "bench")
     assert bench_loader.main(["--make-data", root, "--count", "24"]) == 0
@@ -300,7 +296,7 @@ def test_bench_loader_makes_imagenet_like_data_and_prints_json(tmp_path, capsys,
     assert run_cli(bench_loader.main, ["--data", root, "--rounds", "0"]) == 2  # was a StatisticsError traceback
 
 
-def test_train_crop_scale_reaches_the_crop_boxes_and_is_validated(root, monkeypatch):
+def test_train_crop_scale_reaches_the_crop_boxes(root, monkeypatch):
     areas = []
     real_box = decode.random_crop_box
 
@@ -316,8 +312,6 @@ def test_train_crop_scale_reaches_the_crop_boxes_and_is_validated(root, monkeypa
     assert len(areas) == 24
     # rounding the box to whole pixels moves the area fraction by a few percent on a 48x40 image
     assert all(0.62 <= a <= 0.98 for a in areas), areas
-    with pytest.raises(UserError, match="crop scale"):
-        loaders.build_train_loader(os.path.join(root, "train"), batch_size=8, workers=0, scale=(0.9, 0.5))
 
 
 def test_jitter_factors_reach_the_device_unchanged():

@@ -113,11 +113,12 @@ def test_apex_path_with_fakes_trains_and_checkpoints(fakes, capsys):
     assert ("initialize", {"opt_level": "O2", "loss_scale": 64.0, "combine_grad": True}) in apex.CALLS
 
     batches = [(torch.randint(0, 256, (4, 3, 8, 8), dtype=torch.uint8), torch.tensor([0, 1, 2, 0]), 0)] * 3
-    loop = engine.Loop(criterion=nn.CrossEntropyLoss(), amp=amp, preprocess=lambda x, train: x.float() / 255.0,
-                       device=torch.device("cpu"), world_size=1)
+    settings = engine.LoopSettings(criterion=nn.CrossEntropyLoss(), amp=amp,
+                                   preprocess=lambda x, train: x.float() / 255.0, device=torch.device("cpu"),
+                                   world_size=1)
     opt = engine.Optimization(optimizer=optimizer, schedule=optim.LrSchedule(0.1, 1, 3))
     before = net[0].weight.detach().clone()
-    record = engine.train_one_epoch(net, batches, loop, opt, epoch=0, steps=3)
+    record = engine.train_one_epoch(net, batches, settings, opt, epoch=0, steps=3)
     assert [c for c in apex.CALLS if c[0] == "scale_loss"] == [("scale_loss", "NpuFusedSGD")] * 3
     assert not torch.equal(before, net[0].weight)
     assert record["kind"] == "epoch" and record["loss"] > 0

@@ -49,7 +49,7 @@ def test_lr_nan_is_refused_before_anything_starts(data_root, tmp_path, capsys):
         out = tmp_path / value
         assert main.main(["--data", data_root, "--lr", value, "--epochs", "1", "--output-dir", str(out)] + TINY) == 2
         assert capsys.readouterr().err.strip().splitlines() == [
-            "error: --lr must be a finite number > 0, got {}".format(value)]
+            "error: argument --lr/--learning-rate: must be a finite number > 0, got {}".format(value)]
         assert not out.exists()
 
 

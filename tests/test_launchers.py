@@ -9,7 +9,6 @@ Three kinds of tests:
 - launcher mechanics (failure of one rank, Ctrl-C, SIGKILL, old logs kept): the scripts run in a copy of the
   repository whose main.py is a fake that records its arguments, so they take a fraction of a second each.
 """
-import importlib.util
 import json
 import os
 import shutil
@@ -28,20 +27,11 @@ from training.launch import modelzoo
 from training.logs import modelzoo_format
 from training.launch import supervisor
 from training.errors import UserError, run_cli
+from tools import modelzoo_summary
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _load_summary_module():
-    """tools/ is a folder of scripts, not a package: load the module from its file."""
-    spec = importlib.util.spec_from_file_location("modelzoo_summary",
-                                                  os.path.join(REPO, "tools", "modelzoo_summary.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-modelzoo_summary = _load_summary_module()
 NUMERIC_KEYS = ("RankSize", "BatchSize", "ActualFPS", "TrainingTime", "ActualLoss", "E2ETrainingTime")
 # Small enough for 2 shared CPU cores. FP32 keeps the fp32 path of the launchers covered and is fast on any CPU;
 # the 1p performance test keeps the default precision (--amp: bf16 autocast on a CPU).
@@ -357,7 +347,6 @@ FAKE_MAIN = textwrap.dedent('''
     import sys
     import time
 
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from training.logs import modelzoo_format
 
     behaviour = os.environ.get("FAKE_BEHAVIOUR", "ok")
@@ -419,7 +408,7 @@ def fake_repo(tmp_path):
     shutil.copytree(os.path.join(REPO, "test"), str(root / "test"),
                     ignore=shutil.ignore_patterns("output"))
     os.makedirs(str(root / "tools"))
-    for name in ("modelzoo_summary.py", "modelzoo_launch.py"):
+    for name in ("__init__.py", "modelzoo_summary.py", "modelzoo_launch.py"):
         shutil.copy(os.path.join(REPO, "tools", name), str(root / "tools"))
     shutil.copytree(os.path.join(REPO, "training"), str(root / "training"),
                     ignore=shutil.ignore_patterns("__pycache__"))

@@ -67,7 +67,7 @@ def test_flag_problems(data_root, tmp_path, capsys):
     expect_error(TINY + ["--data", data_root, "--benchmark", "1", "--optimizer-batch-size", "6"], capsys,
                  "--optimizer-batch-size 6")
     expect_error(TINY + ["--data", data_root, "--amp", "--loss-scale", "big"], capsys, "--loss-scale")
-    expect_error(TINY + ["--dummy", "--train-crop-scale", "0", "1"], capsys, "--train-crop-scale", "0 1")
+    expect_error(TINY + ["--dummy", "--train-crop-scale", "0", "1"], capsys, "--train-crop-scale", "> 0", "got 0")
     # --evaluate scores weights: without --resume or --pretrained there are none to score
     expect_error(TINY + ["--data", data_root, "--evaluate", "--output-dir", str(tmp_path / "ev")], capsys,
                  "--evaluate needs weights", "--resume FILE or --pretrained")

@@ -206,10 +206,7 @@ def run_tool(module, argv, capsys):
 
 
 def load_tool(name):
-    tools = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools")
-    if tools not in sys.path:
-        sys.path.insert(0, tools)
-    return importlib.import_module(name)
+    return importlib.import_module("tools." + name)
 
 
 def test_bench_model_reports_every_layout_and_impl(capsys):

@@ -4,16 +4,12 @@ The figure's Axes are inspected (scale, limits, line data, colours), not only th
 """
 import json
 import math
-import os
 import random
 import sys
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "tools"))
-
-import plot_log  # noqa: E402
+from tools import plot_log
 
 EPOCHS, STEPS, PRINT_FREQ = 3, 50, 10
 SPIKE = 1.0e6

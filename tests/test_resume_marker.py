@@ -2,15 +2,12 @@
 epoch once: the records of epochs >= the marker's written before it belong to the run that was cut short."""
 import json
 import os
-import sys
 
 import pytest
 
 import main
 from tests.datasets import make_image_folder
-
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools"))
-import plot_log  # noqa: E402
+from tools import plot_log
 
 SMALL = ["-a", "shufflenet_v2_x0_5", "-j", "0", "--train-crop-size", "32", "--val-resize-size", "32",
          "--val-crop-size", "32", "--device", "cpu", "--lr", "0.05", "--seed", "3", "-b", "2", "-p", "1"]

@@ -131,7 +131,7 @@ def test_main_resume_and_demo_refuse_a_command_in_a_checkpoint(tmp_path, data_ro
     assert_one_error_line(result, evil, "not a safe checkpoint", "system")
     assert not os.path.exists(marker)
     image = os.path.join(data_root, "val", "class_0", "val_0.jpg")
-    result = run([os.path.join("tools", "demo.py"), evil, image])
+    result = run(["-m", "tools.demo", evil, image])
     assert_one_error_line(result, evil, "not a safe checkpoint", "system")
     assert not os.path.exists(marker)
 

@@ -96,7 +96,6 @@ def test_cpu_share_splits_the_cores_evenly():
 
 DRIVER = textwrap.dedent("""
     import sys
-    sys.path.insert(0, {repo!r})
     from training.launch import supervisor
     if sys.argv[1] == "watchdog":
         supervisor.parent_death_signal_available = lambda: False
@@ -110,7 +109,7 @@ DRIVER = textwrap.dedent("""
 
 def start_driver(tmp_path, how):
     prefix = str(tmp_path / "pid")
-    driver = subprocess.Popen(python(DRIVER.format(repo=REPO, sleeper=SLEEPER), how, prefix),
+    driver = subprocess.Popen(python(DRIVER.format(sleeper=SLEEPER), how, prefix), cwd=REPO,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True)
     assert wait_until(lambda: all(os.path.exists(prefix + str(rank)) and open(prefix + str(rank)).read()
                                   for rank in range(2)))

@@ -21,13 +21,10 @@ from training.checkpoints.checkpoint import atomic_save, build_checkpoint, torch
 from training.data.decode import MEAN, STD
 from training.data.loaders import load_val_image
 
+from tools import demo, export_onnx, plot_log
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOOLS = os.path.join(ROOT, "tools")
-sys.path.insert(0, TOOLS)
-
-import demo  # noqa: E402
-import export_onnx  # noqa: E402
-import plot_log  # noqa: E402
 
 CROP, RESIZE = 64, 72
 CLASSES = ["class_0", "class_1", "class_2"]
@@ -303,8 +300,9 @@ def test_tools_print_one_line_errors_and_exit_2(tool, tmp_path):
     missing = str(tmp_path / "missing.pth")
     arguments = {"demo.py": [missing, str(tmp_path)], "export_onnx.py": [missing, str(tmp_path / "m.onnx")],
                  "plot_log.py": [missing]}[tool]
+    # from another folder, the clone on PYTHONPATH: how a tool runs outside the repository root without installing
     failed = subprocess.run([sys.executable, script] + arguments, capture_output=True, text=True, cwd=str(tmp_path),
-                            timeout=120)
+                            env=dict(os.environ, PYTHONPATH=ROOT), timeout=120)
     assert failed.returncode == 2
     assert failed.stderr.startswith("error: ") and len(failed.stderr.strip().splitlines()) == 1
     assert "not found" in failed.stderr and "Traceback" not in failed.stderr

@@ -7,8 +7,8 @@ taking turns in every round (tools/bench_model.py's compare()). The loader figur
 tools/bench_loader.py on generated ImageNet-like JPEGs (or --data). It refuses, with one line, when no GPU is
 present; `--device cpu --tiny` is a seconds-long dry run of the same code for CI.
 
-    python tools/bench_gpu.py                       # on a machine with a CUDA GPU
-    python tools/bench_gpu.py --device cpu --tiny   # dry run anywhere
+    python3 -m tools.bench_gpu                       # on a machine with a CUDA GPU
+    python3 -m tools.bench_gpu --device cpu --tiny   # dry run anywhere
 
 The last line is one JSON object with the hardware, every row and the loader figure.
 """
@@ -19,16 +19,12 @@ import platform
 import sys
 import tempfile
 
-TOOLS = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.dirname(TOOLS))
-sys.path.insert(0, TOOLS)
+import training  # noqa: F401  (bootstrap, before torch: see training/__init__.py)
+import torch
 
-import training  # noqa: E402,F401  (bootstrap, before torch: see training/__init__.py)
-import torch  # noqa: E402
-
-import bench_model  # noqa: E402
-from training import device as devices  # noqa: E402
-from training.errors import UserError, run_cli  # noqa: E402
+from tools import bench_model
+from training import device as devices
+from training.errors import UserError, run_cli
 
 ARCH = "shufflenet_v2_x1_0"
 
@@ -62,7 +58,7 @@ def loader_rate(data_dir, images, batch_size, workers, batches):
     """Our training loader's images/s with `workers` processes (tools/bench_loader.py), on `data_dir` or on
     `images` generated JPEGs in a temporary folder. Returns a dict; an unavailable loader gives its reason."""
     try:
-        import bench_loader
+        from tools import bench_loader
     except Exception as exc:  # the loader benchmark belongs to the data pipeline; report, don't fail the GPU run
         return {"error": "tools/bench_loader.py unavailable: {}".format(exc)}
     with tempfile.TemporaryDirectory(prefix="bench_gpu_") as tmp:

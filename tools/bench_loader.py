@@ -13,8 +13,8 @@ this process and its workers are counted, so the per-core cost is visible whatev
 - `stages_cpu_ms`: our per-image CPU ms per stage in one process (read, header, decode, resize, collate, device);
 - `workers_img_s`: our loader's images/s (no preprocessing) with 1 .. --max-workers workers.
 
-    python tools/bench_loader.py --make-data /tmp/bench_data --count 1000
-    python tools/bench_loader.py --data /tmp/bench_data --workers 0 --batches 20 --rounds 5
+    python3 -m tools.bench_loader --make-data /tmp/bench_data --count 1000
+    python3 -m tools.bench_loader --data /tmp/bench_data --workers 0 --batches 20 --rounds 5
 
 `SHUFFLENET_FAST_DECODE=0` measures the Pillow path. The last line is one JSON object.
 """
@@ -27,17 +27,15 @@ import statistics
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import training  # noqa: E402,F401  (bootstrap, before torch: see training/__init__.py)
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from PIL import Image  # noqa: E402
+import training  # noqa: F401  (bootstrap, before torch: see training/__init__.py)
+import numpy as np
+import torch
+from PIL import Image
 
 from training.data import decode
 from training.data import device_preprocess
-from training.data import loaders  # noqa: E402
-from training.errors import UserError, run_cli  # noqa: E402
+from training.data import loaders
+from training.errors import UserError, run_cli
 
 
 def make_data(out_dir, count, classes=10, seed=0):
@@ -256,7 +254,8 @@ def parse_args(argv):
     args = parser.parse_args(argv)
     if args.max_workers < 0 or args.workers < 0:
         raise UserError("--workers and --max-workers must be 0 or more")
-    for name, value in (("--batches", args.batches), ("--rounds", args.rounds), ("--count", args.count)):
+    for name, value in (("--batches", args.batches), ("--batch-size", args.batch_size), ("--rounds", args.rounds),
+                        ("--count", args.count)):
         if value < 1:
             raise UserError("{} must be at least 1, got {}".format(name, value))
     return args

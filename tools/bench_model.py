@@ -5,29 +5,26 @@ every round (the order flips each round, so a busy machine slows both alike); th
 and `ratio` is the median of the per-round ours/torchvision ratios. Every available device is measured (CPU
 always; CUDA and NPU when present), in NCHW and channels_last.
 
-    python tools/bench_model.py --arch shufflenet_v2_x1_0 --batch-size 32 --rounds 7 --steps 5
-    python tools/bench_model.py --device cpu --shuffle-impl transpose index_select   # the CPU auto choice
+    python3 -m tools.bench_model --arch shufflenet_v2_x1_0 --batch-size 32 --rounds 7 --steps 5
+    python3 -m tools.bench_model --device cpu --shuffle-impl transpose index_select   # the CPU auto choice
 
 The last line is one JSON object with every row and the smallest ratio. `compare()` is importable
 (tools/bench_gpu.py uses it).
 """
 import argparse
 import json
-import os
 import statistics
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import training  # noqa: F401  (bootstrap, before torch: see training/__init__.py)
+import torch
 
-import training  # noqa: E402,F401  (bootstrap, before torch: see training/__init__.py)
-import torch  # noqa: E402
-
-import models  # noqa: E402
-from training import precision  # noqa: E402
-from training import device as devices  # noqa: E402
-from training.engine import synchronize  # noqa: E402
-from training.errors import UserError, run_cli  # noqa: E402
+import models
+from training import precision
+from training import device as devices
+from training.engine import synchronize
+from training.errors import UserError, run_cli
 
 LAYOUTS = {"nchw": False, "channels_last": True}
 

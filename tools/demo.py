@@ -1,6 +1,6 @@
 """Classify images with a trained ShuffleNetV2: top-5 classes with probabilities per image.
 
-    python tools/demo.py CHECKPOINT IMAGE_OR_FOLDER... [--classes DATA_DIR_OR_FILE] [--ema] [--device cuda]
+    python3 -m tools.demo CHECKPOINT IMAGE_OR_FOLDER... [--classes DATA_DIR_OR_FILE] [--ema] [--device cuda]
 
 CHECKPOINT is a main.py checkpoint (checkpoint.pth.tar / model_best.pth.tar) or a bare state_dict such as
 torchvision's shufflenetv2_x1-5666bf0f80.pth; the width (x0.5 ... x2.0) and the class count are read from it.
@@ -19,19 +19,17 @@ import argparse
 import os
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+import training  # noqa: F401  (bootstrap, before torch: see training/__init__.py)
+import torch
 
-import training  # noqa: E402,F401  (bootstrap, before torch: see training/__init__.py)
-import torch  # noqa: E402
+import models
+from training.data import loaders
+from training.data.device_preprocess import DevicePreprocess
+from training.checkpoints.pretrained import image_sizes, load_model
+from training.errors import UserError, run_cli
 
-import models  # noqa: E402
-from training.data import loaders  # noqa: E402
-from training.data.device_preprocess import DevicePreprocess  # noqa: E402
-from training.checkpoints.pretrained import image_sizes, load_model  # noqa: E402
-from training.errors import UserError, run_cli  # noqa: E402
-
-IMAGENET_CLASSES = os.path.join(ROOT, "data", "imagenet1k_classes.tsv")
+IMAGENET_CLASSES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data",
+                                "imagenet1k_classes.tsv")
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """Export a ShuffleNetV2 checkpoint to ONNX with a dynamic batch, for onnxruntime and Ascend ATC alike.
 
-    python tools/export_onnx.py CHECKPOINT OUTPUT.onnx [--opset 11|13] [--ema] [--crop-size N]
+    python3 -m tools.export_onnx CHECKPOINT OUTPUT.onnx [--opset 11|13] [--ema] [--crop-size N]
 
 Input `input`: float32 [batch, 3, crop, crop], RGB, normalized as in training ((pixel/255 - mean) / std with
 ImageNet's mean/std, after the checkpoint's validation Resize + CenterCrop); output `output`: float32 [batch,
@@ -32,18 +32,16 @@ import os
 import sys
 import warnings
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import training  # noqa: F401  (bootstrap, before torch: see training/__init__.py)
+import torch
 
-import training  # noqa: E402,F401  (bootstrap, before torch: see training/__init__.py)
-import torch  # noqa: E402
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-import models  # noqa: E402
-from training.data.decode import MEAN, STD  # noqa: E402
-from training.checkpoints.pretrained import default_resize, image_sizes, load_model, non_finite_tensors  # noqa: E402
-from training.errors import UserError, run_cli  # noqa: E402
-from training.checkpoints.files import atomic_write  # noqa: E402
+import models
+from training.data.decode import MEAN, STD
+from training.checkpoints.pretrained import default_resize, image_sizes, load_model, non_finite_tensors
+from training.errors import UserError, run_cli
+from training.checkpoints.files import atomic_write
 
 OPSETS = (11, 13)
 INPUT_NAME, OUTPUT_NAME = "input", "output"

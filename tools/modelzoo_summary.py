@@ -11,12 +11,10 @@ import os
 import platform
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from training.errors import UserError, run_cli  # noqa: E402
-from training.checkpoints.files import atomic_write  # noqa: E402
-from training.logs.modelzoo_format import parse_log  # noqa: E402
-from training.recipes import NETWORK, case_name  # noqa: E402
+from training.errors import UserError, run_cli
+from training.checkpoints.files import atomic_write
+from training.logs.modelzoo_format import parse_log
+from training.recipes import NETWORK, case_name
 
 MODES = ("perf", "acc")
 

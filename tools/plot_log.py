@@ -1,7 +1,7 @@
 """Training curves in one figure: loss, learning rate, Acc@1/Acc@5 per epoch and FPS per epoch.
 
-    python tools/plot_log.py OUTPUT_DIR/metrics.jsonl -o curves.png
-    python tools/plot_log.py test/output/0/train_0.log -o curves.png
+    python3 -m tools.plot_log OUTPUT_DIR/metrics.jsonl -o curves.png
+    python3 -m tools.plot_log test/output/0/train_0.log -o curves.png
 
 Reads either main.py's metrics.jsonl (records of kind step / epoch / eval, see docs/architecture.md) or a ModelZoo
 text log (ours or the original's), whose lines are parsed by training.logs.modelzoo_format.parse_log. A text log has no
@@ -23,12 +23,10 @@ import math
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from training.errors import UserError, run_cli  # noqa: E402
-from training.checkpoints.files import atomic_write  # noqa: E402
-from training.logs.records import global_step, step_losses, steps_per_epoch  # noqa: E402
-from training.logs.modelzoo_format import parse_line  # noqa: E402
+from training.errors import UserError, run_cli
+from training.checkpoints.files import atomic_write
+from training.logs.records import global_step, step_losses, steps_per_epoch
+from training.logs.modelzoo_format import parse_line
 
 
 class Curves:

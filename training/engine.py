@@ -5,6 +5,7 @@ not wait for the accelerator every step. FPS is global (all ranks) images/s betw
 after step 10 and after the last step. An epoch of <= 10 steps excludes only its first step (compilation and
 loader start-up), and a 1-step epoch measures that step, so a number is always printed.
 """
+import collections
 import contextlib
 import math
 import time
@@ -65,14 +66,22 @@ def build_criterion(label_smoothing=0.0):
         return SmoothedCrossEntropy(label_smoothing)
 
 
-def _fields(batch_time, data_time, loss, acc1, acc5):
-    """(name, value, average, format) for format_step and format_test; each argument is a (value, average) pair."""
-    return [("Time", batch_time[0], batch_time[1], "6.3f"), ("Data", data_time[0], data_time[1], "6.3f"),
-            ("Loss", loss[0], loss[1], ".4e"), ("Acc@1", acc1[0], acc1[1], "6.2f"),
-            ("Acc@5", acc5[0], acc5[1], "6.2f")]
+Reading = collections.namedtuple("Reading", "value average")  # this step's value and the mean over the steps so far
 
 
-class Loop:
+class StepReadings(collections.namedtuple("StepReadings", "batch_time data_time loss acc1 acc5")):
+    """What a progress line shows, each a Reading: seconds per step and waiting for data, loss, top-1/top-5 (%)."""
+    __slots__ = ()
+
+    LINE = (("Time", "batch_time", "6.3f"), ("Data", "data_time", "6.3f"), ("Loss", "loss", ".4e"),
+            ("Acc@1", "acc1", "6.2f"), ("Acc@5", "acc5", "6.2f"))
+
+    def line_fields(self):
+        """(name, value, average, format) per field, as modelzoo_format.format_step and format_test take them."""
+        return [(name, getattr(self, key).value, getattr(self, key).average, spec) for name, key, spec in self.LINE]
+
+
+class LoopSettings:
     """What the train and validation loops share besides model and data: loss, precision, device-side
     preprocessing, the device, logs and how often to print."""
 
@@ -119,13 +128,15 @@ class _Meter:
         self.data_total += data_time
         self.count += 1
 
-    def fields(self, batch_time, data_time, loss, counts, n):
-        """The Time/Data/Loss/Acc@1/Acc@5 fields of a progress line (one sync for the whole line)."""
+    def readings(self, batch_time, data_time, loss, counts, n):
+        """This step's StepReadings, beside the means so far (one sync for the whole line)."""
         total = self.sums.tolist()
         acc_now = (counts * (100.0 / n)).tolist()
-        return _fields((batch_time, self.time_total / self.count), (data_time, self.data_total / self.count),
-                       (float(loss.item()), total[0] / total[3]), (acc_now[0], 100.0 * total[1] / total[3]),
-                       (acc_now[1], 100.0 * total[2] / total[3]))
+        return StepReadings(batch_time=Reading(batch_time, self.time_total / self.count),
+                            data_time=Reading(data_time, self.data_total / self.count),
+                            loss=Reading(float(loss.item()), total[0] / total[3]),
+                            acc1=Reading(acc_now[0], 100.0 * total[1] / total[3]),
+                            acc5=Reading(acc_now[1], 100.0 * total[2] / total[3]))
 
 
 def _no_sync(model, active):
@@ -135,16 +146,16 @@ def _no_sync(model, active):
     return contextlib.nullcontext()
 
 
-def _train_step(model, images, targets, loop, opt, boundary):
+def _train_step(model, images, targets, settings, opt, boundary):
     """Forward, backward, and (at an accumulation boundary) the optimizer step and EMA update; returns
     (output, loss)."""
     with _no_sync(model, not boundary):
-        with loop.amp.autocast():
+        with settings.amp.autocast():
             output = model(images)
-            loss = loop.criterion(output, targets)
-        loop.amp.backward(loss / opt.accumulation_steps, opt.optimizer)
+            loss = settings.criterion(output, targets)
+        settings.amp.backward(loss / opt.accumulation_steps, opt.optimizer)
     if boundary:
-        loop.amp.step(opt.optimizer)
+        settings.amp.step(opt.optimizer)
         opt.optimizer.zero_grad()
         if opt.ema is not None:
             opt.ema.update(getattr(model, "module", model))
@@ -160,10 +171,10 @@ def time_left(meter, schedule, *, epoch, step, steps):
     return in_epoch * mean_step, in_run * mean_step
 
 
-def train_one_epoch(model, loader, loop, opt, *, epoch, steps):
+def train_one_epoch(model, loader, settings, opt, *, epoch, steps):
     """One epoch of at most `steps` batches. Returns the epoch record (also written to metrics.jsonl)."""
     model.train()
-    meter = _Meter(loop.device)
+    meter = _Meter(settings.device)
     bad_images = batch_images = 0
     skip = fps_skip(steps)
     epoch_start = time.time()
@@ -177,97 +188,98 @@ def train_one_epoch(model, loader, loop, opt, *, epoch, steps):
             break
         data_time = time.time() - end
         bad_images += int(bad)
-        images = loop.preprocess(images.to(loop.device, non_blocking=True), True)
-        targets = targets.to(loop.device, non_blocking=True)
+        images = settings.preprocess(images.to(settings.device, non_blocking=True), True)
+        targets = targets.to(settings.device, non_blocking=True)
         batch_images = images.size(0)
         lr = opt.schedule.apply(opt.optimizer, epoch, step)
         boundary = (step + 1) % opt.accumulation_steps == 0 or step + 1 == steps
-        output, loss = _train_step(model, images, targets, loop, opt, boundary)
+        output, loss = _train_step(model, images, targets, settings, opt, boundary)
         with torch.no_grad():
             counts = meter.add(loss, output, targets)
         pending_losses.append(loss.detach())
         if step + 1 == skip:
-            synchronize(loop.device)
+            synchronize(settings.device)
             fps_start = time.time()
         batch_time = time.time() - end
         meter.tick(batch_time, data_time)
-        if step % loop.print_freq == 0 or step + 1 == steps:
-            fields = meter.fields(batch_time, data_time, loss, counts, targets.size(0))
+        if step % settings.print_freq == 0 or step + 1 == steps:
+            now = meter.readings(batch_time, data_time, loss, counts, targets.size(0))
             losses = torch.stack(pending_losses).double().tolist()  # already computed: the sync above waited
             pending_losses = []
-            loop.log(modelzoo_format.format_step(loop.log.head, epoch, step, steps, fields, lr=lr,
-                                      eta=time_left(meter, opt.schedule, epoch=epoch, step=step, steps=steps)))
-            loop.metrics.write({"kind": "step", "epoch": epoch, "step": step, "steps": steps, "loss": fields[2][1],
-                                "losses": losses, "lr": lr, "acc1": fields[3][1], "acc5": fields[4][1],
-                                "batch_time": batch_time, "data_time": data_time})
-            check_loss(fields[2][1], epoch=epoch, step=step, base_lr=opt.schedule.base_lr)
-            check_loss(fields[2][2], epoch=epoch, step=step, base_lr=opt.schedule.base_lr)  # the mean so far
+            eta = time_left(meter, opt.schedule, epoch=epoch, step=step, steps=steps)
+            settings.log(modelzoo_format.format_step(settings.log.head, epoch, step, steps, now.line_fields(), lr=lr,
+                                                     eta=eta))
+            settings.metrics.write({"kind": "step", "epoch": epoch, "step": step, "steps": steps,
+                                    "loss": now.loss.value, "losses": losses, "lr": lr, "acc1": now.acc1.value,
+                                    "acc5": now.acc5.value, "batch_time": batch_time, "data_time": data_time})
+            check_loss(now.loss.value, epoch=epoch, step=step, base_lr=opt.schedule.base_lr)
+            check_loss(now.loss.average, epoch=epoch, step=step, base_lr=opt.schedule.base_lr)  # the mean so far
         end = time.time()
-    synchronize(loop.device)
-    record = _end_epoch(loop, meter, epoch=epoch, lr=lr, timing=(epoch_start, fps_start, skip, batch_images),
+    synchronize(settings.device)
+    record = _end_epoch(settings, meter, epoch=epoch, lr=lr, timing=(epoch_start, fps_start, skip, batch_images),
                         bad_images=bad_images)
     check_loss(record["loss"], epoch=epoch, step=steps - 1, base_lr=opt.schedule.base_lr)  # all ranks' mean
     return record
 
 
-def _end_epoch(loop, meter, *, epoch, lr, timing, bad_images):
+def _end_epoch(settings, meter, *, epoch, lr, timing, bad_images):
     """The FPS line and the epoch record. FPS: global images/s over the steps after the first `skip`."""
     epoch_start, fps_start, skip, batch_images = timing
     done = time.time()
     measured = max(0, meter.count - skip)
     elapsed = done - fps_start if fps_start is not None else 0.0
     step_time = elapsed / measured if measured else 0.0
-    fps = loop.world_size * batch_images * measured / elapsed if elapsed > 0 and measured else 0.0
-    loop.log(modelzoo_format.format_fps(loop.log.head, fps, step_time))
-    totals = process_group.all_reduce_sum(meter.sums.tolist() + [bad_images], loop.device)
+    fps = settings.world_size * batch_images * measured / elapsed if elapsed > 0 and measured else 0.0
+    settings.log(modelzoo_format.format_fps(settings.log.head, fps, step_time))
+    totals = process_group.all_reduce_sum(meter.sums.tolist() + [bad_images], settings.device)
     record = {"kind": "epoch", "epoch": epoch, "fps": fps, "step_time": step_time,
               "loss": totals[0] / totals[3] if totals[3] else float("nan"), "lr": lr,
               "bad_images": int(totals[4]), "seconds": done - epoch_start}
-    loop.metrics.write(record)
+    settings.metrics.write(record)
     return record
 
 
-def validate(model, loader, loop, *, epoch=None, tag=modelzoo_format.ACC_TAG):
+def validate(model, loader, settings, *, epoch=None, tag=modelzoo_format.ACC_TAG):
     """Top-1/top-5 and loss over this rank's share of the val set, summed over all ranks (every image counted
     once). Prints `Test:` progress lines and the `[AVG-ACC]` (or `[EMA-ACC]`) line; returns (acc1, acc5, loss)."""
     model.eval()
-    meter = _Meter(loop.device)
+    meter = _Meter(settings.device)
     steps = len(loader)
     end = time.time()
     with torch.no_grad():
         for step, (images, targets, _bad) in enumerate(loader):
             data_time = time.time() - end
-            images = loop.preprocess(images.to(loop.device, non_blocking=True), False)
-            targets = targets.to(loop.device, non_blocking=True)
-            with loop.amp.autocast():
+            images = settings.preprocess(images.to(settings.device, non_blocking=True), False)
+            targets = targets.to(settings.device, non_blocking=True)
+            with settings.amp.autocast():
                 output = model(images)
             output = output.float()
-            loss = loop.criterion(output, targets)
+            loss = settings.criterion(output, targets)
             counts = meter.add(loss, output, targets)
             meter.tick(time.time() - end, data_time)
-            if loop.log.enabled and (step % loop.print_freq == 0 or step + 1 == steps):
-                fields = meter.fields(time.time() - end, data_time, loss, counts, targets.size(0))
-                loop.log(modelzoo_format.format_test(loop.log.head, step, steps, fields))
+            if settings.log.enabled and (step % settings.print_freq == 0 or step + 1 == steps):
+                now = meter.readings(time.time() - end, data_time, loss, counts, targets.size(0))
+                settings.log(modelzoo_format.format_test(settings.log.head, step, steps, now.line_fields()))
             end = time.time()
-    loss_sum, top1, top5, count = process_group.all_reduce_sum(meter.sums.tolist(), loop.device)
+    loss_sum, top1, top5, count = process_group.all_reduce_sum(meter.sums.tolist(), settings.device)
     if count == 0:
         acc1 = acc5 = 0.0
         mean_loss = float("nan")
     else:
         acc1, acc5, mean_loss = 100.0 * top1 / count, 100.0 * top5 / count, loss_sum / count
-    loop.log(modelzoo_format.format_acc(loop.log.head, acc1, acc5, tag=tag))
-    loop.metrics.write({"kind": "eval", "epoch": epoch, "acc1": acc1, "acc5": acc5, "loss": mean_loss,
-                        "ema": tag == modelzoo_format.EMA_ACC_TAG, "images": int(count)})
+    settings.log(modelzoo_format.format_acc(settings.log.head, acc1, acc5, tag=tag))
+    settings.metrics.write({"kind": "eval", "epoch": epoch, "acc1": acc1, "acc5": acc5, "loss": mean_loss,
+                            "ema": tag == modelzoo_format.EMA_ACC_TAG, "images": int(count)})
     return acc1, acc5, mean_loss
 
 
-def evaluate(model, ema, loader, loop, *, epoch):
+def evaluate(model, ema, loader, settings, *, epoch):
     """Acc@1 of the model (its EMA is scored beside it), with rank 0's BatchNorm statistics on every rank."""
     process_group.broadcast_buffers(model)
-    acc1 = validate(model, loader, loop, epoch=epoch)[0]
+    acc1 = validate(model, loader, settings, epoch=epoch)[0]
     if ema is not None:
         process_group.broadcast_buffers(ema.module)
-        validate(ema.module, loader, loop, epoch=epoch, tag=modelzoo_format.EMA_ACC_TAG)
+        validate(ema.module, loader, settings, epoch=epoch, tag=modelzoo_format.EMA_ACC_TAG)
     return acc1
 
 

@@ -1,7 +1,9 @@
 """main.py's command line: the flags (ModelZoo and torchvision spellings), `--recipe` defaults, up-front checks.
 
-`parse_args(argv)` applies the recipe's defaults before the final parse (explicit flags win) and `check_args(args)`
-refuses bad values with a UserError before any process, data or device is touched.
+Each numeric flag declares its allowed values in its `type=` (training/cli.py's Number), which `--help` shows.
+`parse_args(argv)` applies the recipe's defaults before the final parse (explicit flags win) and refuses a value
+out of range; `check_args(args)` refuses flags that contradict each other. Both raise a UserError before any process,
+data or device is touched.
 """
 import argparse
 import math
@@ -13,21 +15,29 @@ from training import device as devices
 from training.launch import modes
 from training import optim
 from training import recipes
+from training.cli import Number, Parser
 from training.errors import UserError
 
 
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows "(default: X)" once: not where the help text already says its default, nor for switches and flags
-    whose default is "not given" (None, "")."""
+MIN_CROP_SIZE = 32  # ShuffleNetV2 halves the image 5 times: a smaller crop leaves less than one pixel at stage 4
+MAX_SEED = 2 ** 32 - 1  # numpy seeds are 32 bits (torch takes 64)
+NOT_GIVEN = -1  # the distributed flags' "not given" (torchvision's spelling)
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """Adds the allowed values of a numeric flag (its `Number` type) and "default: X" to its help, the default only
+    where the help text does not already say it and for flags whose default is not "not given" (None, False, "")."""
 
     def _get_help_string(self, action):
-        if "(default" in action.help or action.default is None or action.default is False or action.default == "":
-            return action.help
-        return super()._get_help_string(action)
+        notes = [action.type.describe()] if isinstance(action.type, Number) else []
+        unset = any(action.default is empty for empty in (None, False, "", argparse.SUPPRESS))
+        if "(default" not in action.help and not unset:
+            notes.append("default: %(default)s")
+        return "{} ({})".format(action.help, "; ".join(notes)) if notes else action.help
 
 
 def build_parser():
-    p = argparse.ArgumentParser(
+    p = Parser(
         description="ShuffleNetV2 training (Ascend NPU / NVIDIA GPU / CPU), ModelZoo-compatible flags and logs.",
         formatter_class=HelpFormatter)
     p.add_argument("--recipe", choices=recipes.NAMES, default=None,
@@ -39,54 +49,63 @@ def build_parser():
                    help="data set folder with train/ and val/ ImageFolders (not needed with --dummy)")
     g.add_argument("-a", "--arch", default="shufflenet_v2_x1_0",
                    help="model: " + " | ".join(models.MODEL_NAMES))
-    g.add_argument("--num-classes", type=int, default=None,
+    g.add_argument("--num-classes", type=Number(int, 1), default=None,
                    help="classes of the classifier (default: class folders in train/, 1000 with --dummy)")
     g.add_argument("--pretrained", action="store_true",
                    help="start from pretrained weights: with --resume FILE load only FILE's weights, else the "
                         "model registry's local weights file")
-    g.add_argument("-j", "--workers", type=int, default=4, help="data loading worker processes per rank")
+    g.add_argument("-j", "--workers", type=Number(int, 0), default=4, help="data loading worker processes per rank")
     g.add_argument("--dummy", action="store_true",
                    help="synthetic uint8 batches made on the device: no data set, for FPS measurements "
                         "(no validation)")
-    g.add_argument("--train-crop-size", type=int, default=224, help="RandomResizedCrop size for training")
-    g.add_argument("--train-crop-scale", type=float, nargs=2, default=(0.08, 1.0), metavar=("MIN", "MAX"),
+    g.add_argument("--train-crop-size", type=Number(int, MIN_CROP_SIZE), default=224,
+                   help="RandomResizedCrop size for training")
+    g.add_argument("--train-crop-scale", type=Number(float, 0, 1, low_open=True), nargs=2, default=(0.08, 1.0),
+                   metavar=("MIN", "MAX"),
                    help="RandomResizedCrop area fraction range (ImageNet: 0.08 1.0; raise MIN for tiny images)")
-    g.add_argument("--val-resize-size", type=int, default=256, help="validation resize of the shorter side")
-    g.add_argument("--val-crop-size", type=int, default=224, help="validation center crop size")
-    g.add_argument("--color-jitter", type=float, default=0.2,
+    g.add_argument("--val-resize-size", type=Number(int, MIN_CROP_SIZE), default=256,
+                   help="validation resize of the shorter side")
+    g.add_argument("--val-crop-size", type=Number(int, MIN_CROP_SIZE), default=224, help="validation center crop size")
+    g.add_argument("--color-jitter", type=Number(float, 0, 1), default=0.2,
                    help="brightness/contrast/saturation jitter strength on the device (0: off)")
     g.add_argument("--strict-data", action="store_true",
                    help="stop at an unreadable image instead of replacing it and counting it in bad_images")
     g.add_argument("--channels-last", action="store_true", help="channels-last memory format (faster with AMP)")
 
     g = p.add_argument_group("optimisation")
-    g.add_argument("--epochs", type=int, default=240, help="number of epochs")
-    g.add_argument("--start-epoch", type=int, default=0, help="epoch to start at (--resume sets it)")
-    g.add_argument("--steps-per-epoch", type=int, default=None,
+    g.add_argument("--epochs", type=Number(int, 1), default=240, help="number of epochs")
+    g.add_argument("--start-epoch", type=Number(int, 0), default=0, help="epoch to start at (--resume sets it)")
+    g.add_argument("--steps-per-epoch", type=Number(int, 1), default=None,
                    help="cap on iterations per epoch (quick and performance runs); the LR schedule follows it")
-    g.add_argument("-b", "--batch-size", type=int, default=1024,
+    g.add_argument("-b", "--batch-size", type=Number(int, 1), default=1024,
                    help="global batch size over all processes (must divide by the world size)")
-    g.add_argument("--lr", "--learning-rate", dest="lr", type=float, default=0.5, help="peak learning rate")
+    g.add_argument("--lr", "--learning-rate", dest="lr", type=Number(float, 0, low_open=True), default=0.5,
+                   help="peak learning rate")
     g.add_argument("--lr-schedule", choices=optim.SCHEDULES, default="cosine",
                    help="decay to 0 per iteration after the warm-up: cosine (ModelZoo) or linear (paper)")
-    g.add_argument("--warm_up_epochs", "--warmup-epochs", dest="warm_up_epochs", type=float, default=0,
+    g.add_argument("--warm_up_epochs", "--warmup-epochs", dest="warm_up_epochs", type=Number(float, 0), default=0,
                    help="epochs of linear LR warm-up (per iteration)")
-    g.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
-    g.add_argument("--wd", "--weight-decay", dest="weight_decay", type=float, default=4e-5, help="weight decay")
-    g.add_argument("--norm-weight-decay", type=float, default=None,
+    g.add_argument("--momentum", type=Number(float, 0, 1, high_open=True), default=0.9, help="SGD momentum")
+    g.add_argument("--wd", "--weight-decay", dest="weight_decay", type=Number(float, 0), default=4e-5,
+                   help="weight decay")
+    g.add_argument("--norm-weight-decay", type=Number(float, 0), default=None,
                    help="weight decay of normalization layers (default: --wd)")
-    g.add_argument("--bias-weight-decay", type=float, default=None, help="weight decay of biases (default: --wd)")
-    g.add_argument("--label-smoothing", type=float, default=0.0, help="label smoothing of the cross-entropy")
+    g.add_argument("--bias-weight-decay", type=Number(float, 0), default=None,
+                   help="weight decay of biases (default: --wd)")
+    g.add_argument("--label-smoothing", type=Number(float, 0, 1, high_open=True), default=0.0,
+                   help="label smoothing of the cross-entropy")
     # ModelZoo's name for gradient accumulation; the code calls it optim.gradient_accumulation_steps
     g.add_argument("--benchmark", type=int, default=0, choices=(0, 1),
                    help="1: accumulate gradients up to --optimizer-batch-size per optimizer step")
-    g.add_argument("--optimizer-batch-size", type=int, default=2048,
+    g.add_argument("--optimizer-batch-size", type=Number(int, 1), default=2048,
                    help="images per optimizer step with --benchmark 1 (a multiple of --batch-size)")
-    g.add_argument("--seed", type=int, default=None, help="random seed (default: a random one, stored in args)")
-    g.add_argument("--model-ema", type=float, nargs="?", const=0.9998, default=None, metavar="DECAY",
+    g.add_argument("--seed", type=Number(int, 0, MAX_SEED), default=None,
+                   help="random seed (default: a random one, stored in args)")
+    g.add_argument("--model-ema", type=Number(float, 0, 1, low_open=True, high_open=True), nargs="?", const=0.9998,
+                   default=None, metavar="DECAY",
                    help="keep and evaluate an exponential moving average of the weights (decay per step; "
                         "0.9998 when given without a value)")
-    g.add_argument("--bn-recalibrate", type=int, default=0, metavar="N",
+    g.add_argument("--bn-recalibrate", type=Number(int, 0), default=0, metavar="N",
                    help="after training, recompute BatchNorm statistics over N training batches, then eval + save")
 
     g = p.add_argument_group("precision and device")
@@ -98,7 +117,7 @@ def build_parser():
     g.add_argument("--opt-level", default="O2", help="apex opt level O1/O2 (native AMP: autocast either way)")
     g.add_argument("--loss-scale", default=None,
                    help="static loss scale (e.g. 64) or -1 for dynamic (default: dynamic)")
-    g.add_argument("--gpu", type=int, default=None, help="device id of a single-process run")
+    g.add_argument("--gpu", type=Number(int, 0), default=None, help="device id of a single-process run")
     g.add_argument("--compile", action="store_true",
                    help="torch.compile the training step (torch >= 2.0; checkpoints, EMA and validation use the "
                         "uncompiled model)")
@@ -108,28 +127,30 @@ def build_parser():
     g = p.add_argument_group("distributed")
     g.add_argument("--multiprocessing-distributed", action="store_true",
                    help="spawn one process per device of --device-list / --device_num (CPU: gloo processes)")
-    g.add_argument("--world-size", type=int, default=-1,
+    g.add_argument("--world-size", type=Number(int, 1, also=[NOT_GIVEN]), default=-1,
                    help="number of nodes with --multiprocessing-distributed or --local_rank, else processes")
-    g.add_argument("--rank", type=int, default=-1, help="node rank (process rank without spawning)")
+    g.add_argument("--rank", type=Number(int, 0, also=[NOT_GIVEN]), default=-1,
+                   help="node rank (process rank without spawning)")
     g.add_argument("--dist-url", default="",
                    help="init method, e.g. tcp://10.0.0.1:29688 (default: from --addr/--port)")
     g.add_argument("--dist-backend", default=None, help="hccl / nccl / gloo (default: from the device)")
     g.add_argument("--addr", default=None, help="master address (default: MASTER_ADDR or 127.0.0.1)")
-    g.add_argument("--port", type=int, default=None,
+    g.add_argument("--port", type=Number(int, 1, 65535), default=None,
                    help="master port (default: MASTER_PORT; a free port for single-node spawns, else {})".format(
                        modes.DEFAULT_PORT))
     g.add_argument("--device-list", default="", help="device ids of this node, e.g. 0,1,2,3")
-    g.add_argument("--device_num", "--device-num", dest="device_num", type=int, default=-1,
+    g.add_argument("--device_num", "--device-num", dest="device_num", type=Number(int, 1, also=[NOT_GIVEN]), default=-1,
                    help="number of devices (processes) per node")
-    g.add_argument("--local_rank", "--local-rank", dest="local_rank", type=int, default=-1,
+    g.add_argument("--local_rank", "--local-rank", dest="local_rank", type=Number(int, 0, also=[NOT_GIVEN]), default=-1,
                    help="rank on this node, for launchers that start each process themselves")
-    g.add_argument("--dist-timeout", type=float, default=modes.DEFAULT_TIMEOUT_SECONDS, metavar="SECONDS",
+    g.add_argument("--dist-timeout", type=Number(float, 0, low_open=True), default=modes.DEFAULT_TIMEOUT_SECONDS,
+                   metavar="SECONDS",
                    help="how long a process waits for the others to join the process group, and for a collective, "
                         "before it stops with an error")
 
     g = p.add_argument_group("logging, evaluation and checkpoints")
-    g.add_argument("-p", "--print-freq", type=int, default=10, help="print a step line every N iterations")
-    g.add_argument("-ef", "--eval-freq", type=int, default=5,
+    g.add_argument("-p", "--print-freq", type=Number(int, 1), default=10, help="print a step line every N iterations")
+    g.add_argument("-ef", "--eval-freq", type=Number(int, 1), default=5,
                    help="evaluate every N epochs (and every epoch in the last 10%% and after the last one)")
     g.add_argument("-e", "--evaluate", action="store_true",
                    help="only evaluate the weights of --resume FILE or --pretrained")
@@ -140,7 +161,7 @@ def build_parser():
                    help="folder for checkpoints and metrics.jsonl")
     g.add_argument("--checkpoint-nameprefix", default="checkpoint",
                    help="checkpoint file name prefix: PREFIX.pth.tar, PREFIX_epochN.pth.tar")
-    g.add_argument("--checkpoint-freq", type=int, default=0,
+    g.add_argument("--checkpoint-freq", type=Number(int, 0), default=0,
                    help="also keep PREFIX_epochN.pth.tar every N epochs (0: never)")
     g.add_argument("--tensorboard", metavar="DIR", default=None,
                    help="also write metrics.jsonl's numbers as TensorBoard scalars into DIR (rank 0; needs the "
@@ -151,7 +172,7 @@ def build_parser():
 def parse_args(argv=None):
     """The flags of `argv`, with `--recipe NAME`'s defaults under them (an unknown name is the parser's error)."""
     parser = build_parser()
-    first = argparse.ArgumentParser(add_help=False)
+    first = Parser(add_help=False)
     first.add_argument("--recipe", default=None)
     name = first.parse_known_args(argv)[0].recipe
     if name in recipes.NAMES:
@@ -165,93 +186,6 @@ def given_dests(argv):
     for action in parser._actions:
         action.default = argparse.SUPPRESS
     return set(vars(parser.parse_known_args(argv)[0]))
-
-
-class Range:
-    """Allowed values of one numeric flag: finite, `low <= value` (`<` when `low_open`), `value <= high` (`<` when
-    `high_open`); `unset` values mean "not given" and pass (None, or the -1 of the distributed flags)."""
-
-    def __init__(self, low=None, high=None, *, low_open=False, high_open=False, unset=(None,)):
-        self.low, self.high, self.low_open, self.high_open, self.unset = low, high, low_open, high_open, unset
-
-    def allows(self, value):
-        if value in self.unset:
-            return True
-        if not math.isfinite(value):
-            return False
-        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
-            return False
-        return self.high is None or (value < self.high if self.high_open else value <= self.high)
-
-    def describe(self, value):
-        """'a finite number > 0', 'an integer >= 1 (or -1)' ...: what `value` (a float or an int) should be."""
-        parts = []
-        if self.low is not None:
-            parts.append("{} {}".format(">" if self.low_open else ">=", _number(self.low)))
-        if self.high is not None:
-            parts.append("{} {}".format("<" if self.high_open else "<=", _number(self.high)))
-        extra = [str(v) for v in self.unset if v is not None]
-        return "{} {}{}".format("a finite number" if isinstance(value, float) else "an integer", " and ".join(parts),
-                                " (or {})".format(", ".join(extra)) if extra else "")
-
-
-def _number(value):
-    return "{:g}".format(value) if isinstance(value, float) else str(value)
-
-
-MIN_CROP_SIZE = 32  # ShuffleNetV2 halves the image 5 times: a smaller crop leaves less than one pixel at stage 4
-MAX_SEED = 2 ** 32 - 1  # numpy seeds are 32 bits (torch takes 64)
-NOT_GIVEN = (None, -1)
-
-# Every int and float flag of build_parser(), by argparse dest: (flag as the user types it, allowed values).
-# tests/test_options.py checks that no numeric flag is missing here. Flags that must agree with each other are
-# checked in check_consistency().
-NUMERIC_FLAGS = {
-    "num_classes": ("--num-classes", Range(1)),
-    "workers": ("--workers", Range(0)),
-    "train_crop_size": ("--train-crop-size", Range(MIN_CROP_SIZE)),
-    "train_crop_scale": ("--train-crop-scale", Range(0, 1, low_open=True)),
-    "val_resize_size": ("--val-resize-size", Range(MIN_CROP_SIZE)),
-    "val_crop_size": ("--val-crop-size", Range(MIN_CROP_SIZE)),
-    "color_jitter": ("--color-jitter", Range(0, 1)),
-    "epochs": ("--epochs", Range(1)),
-    "start_epoch": ("--start-epoch", Range(0)),
-    "steps_per_epoch": ("--steps-per-epoch", Range(1)),
-    "batch_size": ("--batch-size", Range(1)),
-    "lr": ("--lr", Range(0, low_open=True)),
-    "warm_up_epochs": ("--warm_up_epochs", Range(0)),
-    "momentum": ("--momentum", Range(0, 1, high_open=True)),
-    "weight_decay": ("--wd", Range(0)),
-    "norm_weight_decay": ("--norm-weight-decay", Range(0)),
-    "bias_weight_decay": ("--bias-weight-decay", Range(0)),
-    "label_smoothing": ("--label-smoothing", Range(0, 1, high_open=True)),
-    "benchmark": ("--benchmark", Range(0, 1)),
-    "optimizer_batch_size": ("--optimizer-batch-size", Range(1)),
-    "seed": ("--seed", Range(0, MAX_SEED)),
-    "model_ema": ("--model-ema", Range(0, 1, low_open=True, high_open=True)),
-    "bn_recalibrate": ("--bn-recalibrate", Range(0)),
-    "gpu": ("--gpu", Range(0)),
-    "world_size": ("--world-size", Range(1, unset=NOT_GIVEN)),
-    "rank": ("--rank", Range(0, unset=NOT_GIVEN)),
-    "port": ("--port", Range(1, 65535)),
-    "device_num": ("--device_num", Range(1, unset=NOT_GIVEN)),
-    "local_rank": ("--local_rank", Range(0, unset=NOT_GIVEN)),
-    "dist_timeout": ("--dist-timeout", Range(0, low_open=True)),
-    "print_freq": ("--print-freq", Range(1)),
-    "eval_freq": ("--eval-freq", Range(1)),
-    "checkpoint_freq": ("--checkpoint-freq", Range(0)),
-}
-
-
-def check_numbers(args):
-    """Each numeric flag within its Range (NUMERIC_FLAGS); a UserError naming the first one that is not."""
-    for dest, (flag, allowed) in NUMERIC_FLAGS.items():
-        value = getattr(args, dest)
-        items = list(value) if isinstance(value, (list, tuple)) else [value]
-        for item in items:
-            if not allowed.allows(item):
-                raise UserError("{} must be {}, got {}".format(flag, allowed.describe(item),
-                                                               " ".join(_number(v) for v in items)))
 
 
 def check_consistency(args):
@@ -268,7 +202,7 @@ def check_consistency(args):
     if args.benchmark == 1 and args.optimizer_batch_size % args.batch_size != 0:
         raise UserError("--optimizer-batch-size {} is not a multiple of --batch-size {}".format(
             args.optimizer_batch_size, args.batch_size))
-    if args.world_size not in NOT_GIVEN and args.rank not in NOT_GIVEN and args.rank >= args.world_size:
+    if NOT_GIVEN not in (args.world_size, args.rank) and args.rank >= args.world_size:
         raise UserError("--rank {} is outside --world-size {}".format(args.rank, args.world_size))
     if args.loss_scale is not None and not _finite_or_word(args.loss_scale):
         raise UserError("--loss-scale must be a finite number or -1 for dynamic, got {}".format(args.loss_scale))
@@ -299,7 +233,6 @@ def check_args(args):
     """Flag checks that need no data or devices (run before any process is started or any file written)."""
     if args.arch not in models.MODEL_NAMES:
         raise UserError("unknown --arch {!r}; choose from: {}".format(args.arch, ", ".join(models.MODEL_NAMES)))
-    check_numbers(args)
     check_consistency(args)
     if args.evaluate and not (args.resume or args.pretrained):
         raise UserError("--evaluate needs weights to score: give --resume FILE or --pretrained")

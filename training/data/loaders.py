@@ -10,6 +10,9 @@ bytes moved four times smaller than float batches.
 Randomness: the sampler (main process) draws a seed for every sample from (seed, epoch, position), so the
 augmentation of a sample does not depend on the number of workers, and runs repeat exactly for a fixed seed.
 The colour jitter factors come from DevicePreprocess's own (seed, epoch) generator.
+
+Sizes, batch sizes and crop scales arrive checked: main.py's flags declare their ranges (training/options.py) and
+each tool checks its own; this module checks what only the data can tell (folders, images, enough samples).
 """
 import logging
 import os
@@ -325,28 +328,6 @@ class BatchLoader:
             raise UserError(error)
 
 
-def _check_sizes(batch_size, workers, world_size, rank):
-    if batch_size < 1:
-        raise UserError("batch size must be at least 1, got {}".format(batch_size))
-    if workers < 0:
-        raise UserError("workers must be 0 or more, got {}".format(workers))
-    if world_size < 1 or not 0 <= rank < world_size:
-        raise UserError("rank {} is outside world size {}".format(rank, world_size))
-
-
-def _check_scale(scale):
-    low, high = scale
-    if not 0.0 < low <= high <= 1.0:
-        raise UserError("crop scale must satisfy 0 < min <= max <= 1, got {} {}".format(low, high))
-
-
-def _check_crop(crop_size, resize_size=None):
-    if crop_size < 1:
-        raise UserError("crop size must be at least 1, got {}".format(crop_size))
-    if resize_size is not None and resize_size < crop_size:
-        raise UserError("val resize size {} is smaller than the crop size {}".format(resize_size, crop_size))
-
-
 def _data_loader(dataset, sampler, batch_size, workers, pin_memory, drop_last):
     decode.warn_if_no_fast_decode()
     decode.init_worker()  # workers=0 decodes here: one OpenCV thread in this process too
@@ -361,9 +342,6 @@ def build_train_loader(root, batch_size, workers, *, crop_size=224, world_size=1
                        pin_memory=False, scale=decode.SCALE):
     """`(loader, sampler)` for train/: RandomResizedCrop (area fraction in `scale`) + flip in workers, drop_last,
     `sampler.set_epoch(e)`."""
-    _check_sizes(batch_size, workers, world_size, rank)
-    _check_crop(crop_size)
-    _check_scale(scale)
     dataset = ImageFolderData(root, train=True, crop_size=crop_size, strict=strict, scale=scale)
     sampler = TrainSampler(len(dataset), world_size, rank, seed)
     if len(sampler) < batch_size:
@@ -375,8 +353,6 @@ def build_train_loader(root, batch_size, workers, *, crop_size=224, world_size=1
 def build_val_loader(root, batch_size, workers, *, resize_size=256, crop_size=224, world_size=1, rank=0, strict=False,
                      pin_memory=False):
     """Loader for val/: Resize + CenterCrop, rank r gets samples r, r + world, ... (every image once)."""
-    _check_sizes(batch_size, workers, world_size, rank)
-    _check_crop(crop_size, resize_size)
     dataset = ImageFolderData(root, train=False, crop_size=crop_size, resize_size=resize_size, strict=strict)
     sampler = ShardSampler(len(dataset), world_size, rank)
     return _data_loader(dataset, sampler, batch_size, workers, pin_memory, drop_last=False)
@@ -384,7 +360,6 @@ def build_val_loader(root, batch_size, workers, *, resize_size=256, crop_size=22
 
 def load_val_image(path, resize_size=256, crop_size=224):
     """One image decoded exactly as in validation: uint8 `[3, crop, crop]` (for tools: predict, export checks)."""
-    _check_crop(crop_size, resize_size)
     decode.warn_if_no_fast_decode()
     try:
         image = decode.val_image(path, resize_size, crop_size)

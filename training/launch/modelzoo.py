@@ -14,7 +14,6 @@ Each script sources test/env_npu.sh and runs `python3 -m training.launch.modelzo
    training/launch/supervisor.py (one failed rank stops the others; Ctrl-C stops all; ranks die with the launcher);
 6. write the summary with tools/modelzoo_summary.py and print its `Final ...` lines.
 """
-import argparse
 import glob
 import os
 import platform
@@ -25,11 +24,12 @@ import time
 
 from training import recipes
 from training.launch import supervisor
+from training.cli import Parser
 from training.errors import EXIT_USER_ERROR, UserError, run_cli
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 MAIN_PY = os.path.join(REPO_ROOT, "main.py")
-SUMMARY_TOOL = os.path.join(REPO_ROOT, "tools", "modelzoo_summary.py")
+SUMMARY_MODULE = "tools.modelzoo_summary"  # run as `python -m` from REPO_ROOT, as the device probe
 MODES = ("full", "performance")
 SCALES = ("1p", "8p")
 LAUNCHER_RECIPES = ("modelzoo", "paper")
@@ -53,14 +53,14 @@ WHOLE_NUMBER = re.compile(r"^[0-9]+$")
 NUMBER = re.compile(r"^([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?$")
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse that reports a bad command line as a UserError (one line, exit 2) instead of usage + exit."""
+class _Parser(Parser):
+    """The one-line parser; a ModelZoo flag given without its value is told to use the `--flag=VALUE` form."""
 
     def error(self, message):
         missing = re.match(r"argument ([^/:\s]+)\S*: expected one argument", message)
         if missing:
             raise UserError("{0} needs a value: write {0}=VALUE".format(missing.group(1)))
-        raise UserError(message)
+        super().error(message)
 
 
 def build_parser():
@@ -443,11 +443,11 @@ def _fresh_folder(path):
 
 def write_summary(launch, seconds):
     first = launch.device_ids[0]
-    command = [sys.executable, SUMMARY_TOOL, launch.log_path(first), "--network", recipes.NETWORK,
+    command = [sys.executable, "-m", SUMMARY_MODULE, launch.log_path(first), "--network", recipes.NETWORK,
                "--rank-size", str(launch.world), "--batch-size", str(launch.batch_size),
                "--mode", launch.summary_mode, "--e2e-seconds", str(int(seconds)),
                "--output-dir", launch.output_dir(first)]
-    return 0 if subprocess.call(command) == 0 else 1
+    return 0 if subprocess.call(command, cwd=REPO_ROOT) == 0 else 1
 
 
 def announce(launch):
