@@ -15,22 +15,16 @@ from training import options  # first: importing training prepares the torch imp
 import torch
 
 import models
-from training.checkpoints import checkpoint as ckpt
-from training import seeding
 from training import device as devices
-from training import engine, optim
-from training.checkpoints import auto_resume
-from training import precision
-from training.launch import modes
-from training.launch import process_group
-from training.checkpoints import files
-from training.data import inputs, loaders
-from training.logs import writers
-from training.launch import supervisor
-from training.logs import tensorboard_sink
+from training import engine, optim, precision, seeding
 from training.bn_recalibration import recalibrate_models
+from training.checkpoints import auto_resume, files
+from training.checkpoints import checkpoint as ckpt
+from training.data import inputs, loaders
 from training.ema import ModelEma
 from training.errors import EXIT_INTERRUPTED, EXIT_USER_ERROR, UserError
+from training.launch import modes, process_group, supervisor
+from training.logs import tensorboard_sink, writers
 
 SPAWN_FLAG = "--multiprocessing-distributed"
 
