@@ -24,7 +24,7 @@ from training import precision
 from training.launch import modes
 from training.launch import process_group
 from training.checkpoints import files
-from training.data import inputs, loaders
+from training.data import dali, inputs, loaders
 from training.logs import writers
 from training.launch import supervisor
 from training.logs import tensorboard_sink
@@ -55,6 +55,8 @@ def main(argv=None):
         if args.compile:
             precision.check_available()
         device_type = devices.resolve_device_type(args.device)
+        if args.data_backend == "dali" and not args.dummy:
+            dali.check_available(device_type)  # one error line with the install command, before any process starts
         launch = modes.plan(args, devices.device_count(device_type))
         notes = options.lr_warnings(args, options.given_dests(argv))
         if args.resume == "auto":
