@@ -33,10 +33,13 @@ PREFETCH_BATCHES = 2  # batches DALI decodes ahead of the one the training step 
 
 
 def install_command():
-    """The pip command of the DALI wheel that fits this torch's CUDA (CUDA 13 when torch has none)."""
+    """The pip command of the DALI wheel for this torch's CUDA: DALI 2 ships wheels for CUDA 12 and 13 (13 when torch
+    has no CUDA: its CPU pipelines run anywhere)."""
     cuda = torch.version.cuda
-    major = cuda.split(".")[0] if cuda else "13"
-    return "pip install nvidia-dali-cuda{}0".format(major)
+    major = int(cuda.split(".")[0]) if cuda else 13
+    if major < 12:
+        return "pip install nvidia-dali-cuda120 (DALI 2 needs CUDA >= 12; this torch is built for CUDA {})".format(cuda)
+    return "pip install nvidia-dali-cuda{}0".format(min(major, 13))
 
 
 def import_dali():
