@@ -37,11 +37,12 @@ TINY = ["-a", "shufflenet_v2_x0_5", "-j", "0", "--train-crop-size", "32", "--val
 # main.py in a fresh process with torch's deterministic settings (warn_only: torch >= 1.11; older torch raises on
 # an operation without a deterministic kernel, which then names it)
 DETERMINISTIC = "\n".join([
-    "import sys, torch",
+    "import sys",
+    "sys.path.insert(0, sys.argv[1])",
+    "import training, torch",  # training first: its bootstrap prepares the torch import
     "torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False",
     "try:\n    torch.use_deterministic_algorithms(True, warn_only=True)",
     "except TypeError:\n    torch.use_deterministic_algorithms(True)",
-    "sys.path.insert(0, sys.argv[1])",
     "import main",
     "sys.exit(main.main(sys.argv[2:]))"])
 
