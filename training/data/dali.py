@@ -202,7 +202,10 @@ class DaliBatches:
         if errors:
             return None, bad, errors[0]
         self.pipeline.schedule([item[0] for item in items])
-        return torch.tensor([item[1] for item in items], dtype=torch.int64), bad, None
+        targets = torch.tensor([item[1] for item in items], dtype=torch.int64)
+        if self.pipeline.device.type == "cuda":  # a copy from pageable memory would wait for the GPU's queue
+            targets = targets.pin_memory()
+        return targets, bad, None
 
     def _finish(self, started):
         targets, bad, error = started
