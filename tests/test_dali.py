@@ -75,7 +75,7 @@ def test_train_crops_are_the_cpu_loaders_boxes_and_flips_on_every_rank(photos, w
             ours_sampler.set_epoch(epoch)
             their_sampler.set_epoch(epoch)
             assert_close_batches(batches(ours), batches(theirs))
-            flips.update(int(ours.dataset[key][0][5]) for key in ours_sampler)
+            flips.update(int(ours.dataset[key][0][6]) for key in ours_sampler)
     assert flips == {0, 1}  # both kinds of sample were compared
 
 
@@ -129,6 +129,26 @@ def test_unsupported_files_are_replaced_and_named_once(photos, tmp_path, caplog)
     strict, _ = dali.build_train_loader(train_dir, 4, 1, device=CPU, crop_size=32, seed=0, strict=True)
     with pytest.raises(UserError, match="unreadable image .*anim.gif"):
         list(strict)
+
+
+@needs_dali
+def test_a_file_dali_cannot_decode_is_one_error_naming_it(photos, tmp_path):
+    train_dir = str(tmp_path / "train")
+    os.makedirs(os.path.join(train_dir, "only"))
+    with open(os.path.join(photos, "train", "class_0", "0.jpg"), "rb") as handle:
+        good = handle.read()
+    for k in range(3):
+        with open(os.path.join(train_dir, "only", "{}.jpg".format(k)), "wb") as handle:
+            handle.write(good)
+    scan_start = good.index(b"\xff\xda")  # header intact, entropy-coded data cut and replaced by bytes
+    with open(os.path.join(train_dir, "only", "cut.jpg"), "wb") as handle:
+        handle.write(good[:scan_start + 40] + bytes(range(256)) * 8)
+    loader, _ = dali.build_train_loader(train_dir, 4, 1, device=CPU, crop_size=32, seed=0)
+    with pytest.raises(UserError) as caught:
+        list(loader)
+    message = str(caught.value)
+    assert message.startswith("DALI could not decode {}".format(os.path.join(train_dir, "only", "cut.jpg")))
+    assert "--data-backend cpu" in message and "\n" not in message
 
 
 # main.py, as test_exact_resume.py runs it, with --data-backend dali on the CPU

@@ -13,11 +13,12 @@ as on the CPU path. So shards, seeds and exact resume do not depend on the backe
 
 Not decoded by DALI: formats outside its list (GIF, ...): such files count as unreadable (replaced by another
 sample with a warning, or an error with --strict-data). A file whose header reads but whose data DALI's decoder
-refuses stops the run with one error line; `--data-backend cpu` replaces such files.
+refuses stops the run with one error line naming it; `--data-backend cpu` replaces such files.
 """
 import collections
 import io
 import math
+import re
 
 import numpy as np
 import torch
@@ -90,8 +91,9 @@ def decode_window(box, width, height, out_size):
 
 
 class EncodedImageFolder(loaders.ImageFolderData):
-    """ImageFolderData whose items carry a plan instead of pixels: `(file bytes, window start, window shape, ROI
-    start, ROI end, flip)` as numpy arrays (INPUTS order), with the same seeds and replacements of bad files."""
+    """ImageFolderData whose items carry a plan instead of pixels: the path, then `(file bytes, window start, window
+    shape, ROI start, ROI end, flip)` as numpy arrays (INPUTS order), with the same seeds and replacements of bad
+    files."""
 
     def load(self, path, rng):
         flip = decode.draw_flip(rng) if self.train else False
@@ -103,9 +105,9 @@ class EncodedImageFolder(loaders.ImageFolderData):
         else:
             box = decode.center_crop_box(width, height, self.resize_size, self.crop_size)
         start, shape, roi_start, roi_end = decode_window(box, width, height, self.crop_size)
-        return (np.frombuffer(raw, dtype=np.uint8), np.array(start, dtype=np.int32), np.array(shape, dtype=np.int32),
-                np.array(roi_start, dtype=np.float32), np.array(roi_end, dtype=np.float32),
-                np.array(int(flip), dtype=np.int32))
+        return (path, np.frombuffer(raw, dtype=np.uint8), np.array(start, dtype=np.int32),
+                np.array(shape, dtype=np.int32), np.array(roi_start, dtype=np.float32),
+                np.array(roi_end, dtype=np.float32), np.array(int(flip), dtype=np.int32))
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -114,8 +116,8 @@ class EncodedImageFolder(loaders.ImageFolderData):
 
 class DecodePipeline:
     """A DALI pipeline from plans to uint8 `[B, out_size, out_size, 3]` batches on `device` (the run's device:
-    decoder device "mixed" on cuda, "cpu" on the CPU). `schedule(plans)` feeds one batch and starts it; `collect()`
-    returns the oldest started batch (first in, first out)."""
+    decoder device "mixed" on cuda, "cpu" on the CPU). `schedule(plans)` feeds one batch and starts it;
+    `collect(paths)` returns the oldest started batch (first in, first out)."""
 
     def __init__(self, batch_size, out_size, threads, device):
         pipeline_class, self.fn, self.types, self.feed_ndarray = import_dali()
@@ -145,26 +147,26 @@ class DecodePipeline:
         return fn.flip(images, horizontal=nodes["flip"], vertical=0)
 
     def schedule(self, plans):
-        for name, column in zip(INPUTS, zip(*plans)):
+        columns = list(zip(*plans))[1:]  # the path stays here
+        for name, column in zip(INPUTS, columns):
             self.pipe.feed_input(name, list(column))
         self.pipe.schedule_run()
         self.started += 1
 
-    def _outputs(self, stream):
+    def _outputs(self, stream, paths=()):
         try:
             outputs = self.pipe.outputs(cuda_stream=stream)
-        except Exception as exc:  # DALI reports a failed decode of any sample as an error of the whole batch
-            lines = [line for line in str(exc).splitlines() if line.strip() and "Critical error" not in line]
-            raise UserError("DALI could not decode a batch ({}); --data-backend cpu replaces unreadable files".format(
-                (lines[0].strip() if lines else type(exc).__name__)[:300])) from None
+        except Exception as exc:  # a failed decode of any sample is an error of the whole batch (and pipeline)
+            raise UserError(decode_failure(str(exc), paths)) from None
         finally:
             self.started -= 1
         return outputs[0].as_tensor()
 
-    def collect(self):
-        """The oldest started batch as a uint8 `[B, H, W, 3]` tensor on the device."""
+    def collect(self, paths=()):
+        """The oldest started batch as a uint8 `[B, H, W, 3]` tensor on the device (`paths`: its files, named in
+        the error when one does not decode)."""
         stream = torch.cuda.current_stream(self.device) if self.device.type == "cuda" else None
-        batch = self._outputs(stream)
+        batch = self._outputs(stream, paths)
         images = torch.empty(batch.shape(), dtype=torch.uint8, device=self.device)
         self.feed_ndarray(batch, images, cuda_stream=stream)
         return images
@@ -173,6 +175,17 @@ class DecodePipeline:
         """Drop the batches still in flight (an epoch cut short by --steps-per-epoch leaves some)."""
         while self.started > 0:
             self._outputs(None)
+
+
+def decode_failure(message, paths):
+    """One line for DALI's error `message`: the file it names by its place in the batch (`paths`) and its reason."""
+    found = re.search(r"sample #(\d+)", message)
+    index = int(found.group(1)) if found else -1
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    reason = next((line for line in lines if "sample #" in line), lines[0] if lines else "no message")
+    what = paths[index] if 0 <= index < len(paths) else "a batch"
+    return "DALI could not decode {} ({}); --data-backend cpu replaces unreadable files".format(
+        what, reason.rstrip(" :")[:200])
 
 
 class DaliBatches:
@@ -195,23 +208,24 @@ class DaliBatches:
         return batches[:len(self)]
 
     def _start(self, keys):
-        """Plan one batch and start its decoding; returns `(targets, bad, error)` (nothing started on an error)."""
+        """Plan one batch and start its decoding; returns `(targets, bad, error, paths)` (nothing started on an
+        error)."""
         items = [self.dataset[key] for key in keys]
         bad = [entry for item in items for entry in item[2]]
         errors = [item[3] for item in items if item[3]]
         if errors:
-            return None, bad, errors[0]
+            return None, bad, errors[0], None
         self.pipeline.schedule([item[0] for item in items])
         targets = torch.tensor([item[1] for item in items], dtype=torch.int64)
         if self.pipeline.device.type == "cuda":  # a copy from pageable memory would wait for the GPU's queue
             targets = targets.pin_memory()
-        return targets, bad, None
+        return targets, bad, None, [item[0][0] for item in items]
 
     def _finish(self, started):
-        targets, bad, error = started
+        targets, bad, error, paths = started
         if error:
             return None, None, bad, error
-        return self.pipeline.collect().permute(0, 3, 1, 2), targets, bad, None
+        return self.pipeline.collect(paths).permute(0, 3, 1, 2), targets, bad, None
 
     def __iter__(self):
         self.pipeline.drain()
