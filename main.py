@@ -20,7 +20,7 @@ from training import engine, optim, precision, seeding
 from training.bn_recalibration import recalibrate_models
 from training.checkpoints import auto_resume, files
 from training.checkpoints import checkpoint as ckpt
-from training.data import inputs, loaders
+from training.data import dali, inputs, loaders
 from training.ema import ModelEma
 from training.errors import EXIT_INTERRUPTED, EXIT_USER_ERROR, UserError
 from training.launch import modes, process_group, supervisor
@@ -52,6 +52,8 @@ def main(argv=None):
         if args.compile:
             precision.check_available()
         device_type = devices.resolve_device_type(args.device)
+        if args.data_backend == "dali" and not args.dummy:
+            dali.check_available(device_type)  # one error line with the install command, before any process starts
         launch = modes.plan(args, devices.device_count(device_type))
         notes = options.lr_warnings(args, options.given_dests(argv))
         if args.resume == "auto":

@@ -48,7 +48,8 @@ def torchvision_model(arch, num_classes=1000):
 class TrainStep:
     """One model with its SGD optimizer and AMP; `run(n)` does n training steps on a fixed synthetic batch."""
 
-    def __init__(self, model, images, targets, device_type, amp=False, compile_model=False):
+    def __init__(self, model, images, targets, device_type, amp=False, compile_model=False,
+                 compile_backend=precision.DEFAULT_COMPILE_BACKEND):
         self.device_type = device_type
         self.images, self.targets = images, targets
         self.model = model.train()
@@ -57,7 +58,7 @@ class TrainStep:
         self.note = ""
         self.forward = self.model
         if compile_model:
-            self.forward = precision.compile_model(self.model)  # one UserError line on a torch without it
+            self.forward = precision.compile_model(self.model, compile_backend)  # UserError on a torch without it
 
     def run(self, steps):
         for _ in range(steps):
@@ -92,7 +93,8 @@ class TrainStep:
 
 
 def compare(arch, device_type, batch_size, *, rounds=5, steps=5, channels_last=False, amp=False, compile_model=False,
-            image_size=224, shuffle_impls=("auto",), clock="wall", log=print):
+            image_size=224, shuffle_impls=("auto",), clock="wall", log=print,
+            compile_backend=precision.DEFAULT_COMPILE_BACKEND):
     """Alternate ours (one entry per shuffle impl) and torchvision; returns a dict with medians and ratios.
     clock: "wall" (images/s) or "cpu" (images per CPU-second, CPU device only)."""
     if clock == "cpu" and device_type != "cpu":
@@ -111,7 +113,7 @@ def compare(arch, device_type, batch_size, *, rounds=5, steps=5, channels_last=F
     steps_by_name = {}
     for name, model in contenders:
         model = model.to(device=device, memory_format=memory_format)
-        steps_by_name[name] = TrainStep(model, images, targets, device_type, amp, compile_model)
+        steps_by_name[name] = TrainStep(model, images, targets, device_type, amp, compile_model, compile_backend)
         steps_by_name[name].warm_up()
     names = [name for name, _ in contenders]
     rates = {name: [] for name in names}

@@ -55,6 +55,9 @@ def build_parser():
                    help="start from pretrained weights: with --resume FILE load only FILE's weights, else the "
                         "model registry's local weights file")
     g.add_argument("-j", "--workers", type=Number(int, 0), default=4, help="data loading worker processes per rank")
+    g.add_argument("--data-backend", choices=("cpu", "dali"), default="cpu",
+                   help="cpu: decode in --workers processes; dali: NVIDIA DALI decodes on the GPU (--workers threads; "
+                        "docs/gpu.md)")
     g.add_argument("--dummy", action="store_true",
                    help="synthetic uint8 batches made on the device: no data set, for FPS measurements "
                         "(no validation)")

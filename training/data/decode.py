@@ -270,15 +270,22 @@ def decode_box(path, box_fn, out_size, flip=False):
     return array[:, ::-1] if flip else array
 
 
+def draw_flip(rng):
+    """The horizontal flip (p=0.5) of a training sample: drawn from its `rng` before its crop box."""
+    return rng.random() < 0.5
+
+
+def random_box(width, height, rng, scale=SCALE):
+    """random_crop_box as `(left, top, right, bottom)`."""
+    left, top, crop_w, crop_h = random_crop_box(width, height, rng, scale=scale)
+    return left, top, left + crop_w, top + crop_h
+
+
 def train_image(path, crop_size, rng, scale=SCALE):
     """One training sample: RandomResizedCrop box (area fraction in `scale`) + horizontal flip (p=0.5), uint8 HWC
     array of crop_size."""
-    def box_fn(width, height):
-        left, top, crop_w, crop_h = random_crop_box(width, height, rng, scale=scale)
-        return left, top, left + crop_w, top + crop_h
-
-    flip = rng.random() < 0.5
-    return decode_box(path, box_fn, crop_size, flip=flip)
+    flip = draw_flip(rng)
+    return decode_box(path, lambda width, height: random_box(width, height, rng, scale=scale), crop_size, flip=flip)
 
 
 def val_image(path, resize_size, crop_size):

@@ -2,7 +2,7 @@
 preprocessing, the per-epoch reseeding and the number of steps per epoch.
 
 """
-from training.data import loaders
+from training.data import dali, loaders
 from training.data.device_preprocess import DevicePreprocess
 from training.errors import UserError
 
@@ -29,11 +29,16 @@ def build(args, ctx, device):
         val = loaders.SyntheticLoader(per_rank, args.val_crop_size, num_classes, device, max(1, min(10, steps)))
         return Data(train=train, sampler=None, val=val, num_classes=num_classes, classes=None, preprocess=preprocess)
     train_dir, val_dir = loaders.check_data_root(args.data)
-    shared = {"world_size": ctx.world_size, "rank": ctx.rank, "strict": args.strict_data,
-              "pin_memory": device.type != "cpu"}
-    train, sampler = loaders.build_train_loader(train_dir, per_rank, args.workers, crop_size=args.train_crop_size,
-                                             seed=args.seed, scale=args.train_crop_scale, **shared)
-    val = loaders.build_val_loader(val_dir, per_rank, args.workers, resize_size=args.val_resize_size,
+    shared = {"world_size": ctx.world_size, "rank": ctx.rank, "strict": args.strict_data}
+    if args.data_backend == "dali":  # decoding on the device (the CPU in tests): same samplers, boxes and batches
+        backend = dali
+        shared["device"] = device
+    else:
+        backend = loaders
+        shared["pin_memory"] = device.type != "cpu"
+    train, sampler = backend.build_train_loader(train_dir, per_rank, args.workers, crop_size=args.train_crop_size,
+                                                seed=args.seed, scale=args.train_crop_scale, **shared)
+    val = backend.build_val_loader(val_dir, per_rank, args.workers, resize_size=args.val_resize_size,
                                    crop_size=args.val_crop_size, **shared)
     classes = list(train.dataset.classes)
     if args.num_classes is not None and args.num_classes < len(classes):

@@ -338,23 +338,36 @@ def _data_loader(dataset, sampler, batch_size, workers, pin_memory, drop_last):
     return BatchLoader(loader)
 
 
-def build_train_loader(root, batch_size, workers, *, crop_size=224, world_size=1, rank=0, seed=0, strict=False,
-                       pin_memory=False, scale=decode.SCALE):
-    """`(loader, sampler)` for train/: RandomResizedCrop (area fraction in `scale`) + flip in workers, drop_last,
-    `sampler.set_epoch(e)`."""
-    dataset = ImageFolderData(root, train=True, crop_size=crop_size, strict=strict, scale=scale)
+def train_set(root, batch_size, workers, *, crop_size=224, world_size=1, rank=0, seed=0, strict=False,
+              scale=decode.SCALE, dataset_class=ImageFolderData):
+    """`(dataset, sampler)` of train/ after the checks of every train loader (the CPU one below, the DALI one):
+    RandomResizedCrop (area fraction in `scale`) + flip, a TrainSampler shard; `dataset_class` makes the items."""
+    dataset = dataset_class(root, train=True, crop_size=crop_size, strict=strict, scale=scale)
     sampler = TrainSampler(len(dataset), world_size, rank, seed)
     if len(sampler) < batch_size:
         raise UserError("{} has {} images: fewer than one batch of {} per rank ({} ranks)".format(
             root, len(dataset), batch_size, world_size))
+    return dataset, sampler
+
+
+def val_set(root, batch_size, workers, *, resize_size=256, crop_size=224, world_size=1, rank=0, strict=False,
+            dataset_class=ImageFolderData):
+    """`(dataset, sampler)` of val/ after the checks of every val loader: Resize + CenterCrop, a ShardSampler."""
+    dataset = dataset_class(root, train=False, crop_size=crop_size, resize_size=resize_size, strict=strict)
+    return dataset, ShardSampler(len(dataset), world_size, rank)
+
+
+def build_train_loader(root, batch_size, workers, *, pin_memory=False, **options):
+    """`(loader, sampler)` for train/ (`options`: train_set's): decode, crop and flip in workers, drop_last,
+    `sampler.set_epoch(e)`."""
+    dataset, sampler = train_set(root, batch_size, workers, **options)
     return _data_loader(dataset, sampler, batch_size, workers, pin_memory, drop_last=True), sampler
 
 
-def build_val_loader(root, batch_size, workers, *, resize_size=256, crop_size=224, world_size=1, rank=0, strict=False,
-                     pin_memory=False):
-    """Loader for val/: Resize + CenterCrop, rank r gets samples r, r + world, ... (every image once)."""
-    dataset = ImageFolderData(root, train=False, crop_size=crop_size, resize_size=resize_size, strict=strict)
-    sampler = ShardSampler(len(dataset), world_size, rank)
+def build_val_loader(root, batch_size, workers, *, pin_memory=False, **options):
+    """Loader for val/ (`options`: val_set's): Resize + CenterCrop, rank r gets samples r, r + world, ... (every
+    image once)."""
+    dataset, sampler = val_set(root, batch_size, workers, **options)
     return _data_loader(dataset, sampler, batch_size, workers, pin_memory, drop_last=False)
 
 
