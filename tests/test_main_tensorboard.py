@@ -12,7 +12,7 @@ from conftest import REPO_ROOT
 
 import main
 from tests.datasets import make_image_folder
-from tests.test_tensorboard_log import read_scalars
+from tests.test_tensorboard_sink import read_scalars
 from training.logs.tensorboard_sink import INSTALL_HINT
 
 pytestmark = pytest.mark.usefixtures("one_thread")
