@@ -13,6 +13,9 @@ if REPO_ROOT not in sys.path:
 
 import training  # noqa: E402,F401  (bootstrap before torch: an installed torch_npu without CANN must not break it)
 import torch  # noqa: E402
+from torch import nn  # noqa: E402
+
+from training import device as devices  # noqa: E402
 
 
 @pytest.fixture
@@ -48,3 +51,36 @@ def decode_path(request, monkeypatch):
     monkeypatch.setenv(decode.FAST_DECODE_ENV, "1" if request.param == "fast" else "0")
     return request.param
 
+
+
+def small_net():
+    """A seeded conv-BN-ReLU-pool-linear net (3 classes) with every kind of parameter group: conv and linear weights
+    and biases, BatchNorm weight and bias."""
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                         nn.Linear(4, 3))
+
+
+@pytest.fixture
+def fresh_imports(monkeypatch):
+    """Forget cached guarded imports and fake modules; restore torch.npu afterwards."""
+    names = ("torch_npu", "apex", "apex.amp", "apex.optimizers")
+    saved = {name: sys.modules.pop(name) for name in names if name in sys.modules}
+    monkeypatch.setattr(devices, "_IMPORTS", {})
+    monkeypatch.setattr(torch, "npu", None, raising=False)
+    yield monkeypatch
+    # monkeypatch only restores keys that existed before: drop the fakes imported during the test ourselves
+    for name in names:
+        sys.modules.pop(name, None)
+    sys.modules.update(saved)
+
+
+@pytest.fixture
+def fakes(fresh_imports):
+    """The recording stand-ins of tests/fakes imported as `apex` and `torch_npu`, their call logs emptied."""
+    fresh_imports.syspath_prepend(FAKES_DIR)
+    import apex
+    import torch_npu
+    del apex.CALLS[:]
+    del torch_npu.CALLS[:]
+    return apex, torch_npu

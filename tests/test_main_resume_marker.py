@@ -1,5 +1,6 @@
-"""A resumed run marks the resume in metrics.jsonl (issue 10, item 9), and tools/plot_log.py then draws each
-epoch once: the records of epochs >= the marker's written before it belong to the run that was cut short."""
+"""main.py: a resumed run marks the resume in metrics.jsonl, and tools/plot_log.py then draws each epoch once (the
+records of epochs >= the marker's written before it belong to the run that was cut short); --evaluate and new runs
+write no marker."""
 import json
 import os
 import sys
@@ -53,19 +54,3 @@ def test_evaluate_and_new_runs_write_no_marker(data_root, tmp_path, one_thread):
     assert main.main(SMALL + ["--data", data_root, "--evaluate", "--output-dir", out,
                               "--resume", os.path.join(out, "checkpoint.pth.tar")]) == 0
     assert "resume" not in [r["kind"] for r in read(os.path.join(out, "metrics.jsonl"))]
-
-
-def test_plot_log_drops_what_a_resume_trains_again(tmp_path):
-    def epoch(e, fps):
-        return [{"kind": "step", "epoch": e, "step": s, "steps": 2, "loss": fps + s, "lr": 0.1} for s in (0, 1)] + [
-            {"kind": "epoch", "epoch": e, "fps": fps, "loss": 1.0, "lr": 0.1},
-            {"kind": "eval", "epoch": e, "acc1": fps / 10.0, "acc5": 50.0, "loss": 1.0, "ema": False}]
-    lines = epoch(0, 100.0) + epoch(1, 110.0) + epoch(2, 120.0)[:1]  # killed in epoch 2, resumed from epoch 1
-    lines += [{"kind": "resume", "epoch": 1}] + epoch(1, 210.0) + epoch(2, 220.0)
-    path = tmp_path / "metrics.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in lines))
-    curves = plot_log.read_log(str(path))
-    assert {e: figures["fps"] for e, figures in curves.epochs.items()} == {0: 100.0, 1: 210.0, 2: 220.0}
-    assert [(e[0], e[1]) for e in curves.evals] == [(0, 10.0), (1, 21.0), (2, 22.0)]
-    assert [(x, loss) for x, loss, _ in curves.steps] == [(0.0, 100.0), (0.5, 101.0), (1.0, 210.0), (1.5, 211.0),
-                                                         (2.0, 220.0), (2.5, 221.0)]

@@ -27,7 +27,6 @@ from training.checkpoints import checkpoint as ckpt
 from training.launch import modelzoo
 from training.logs import modelzoo_format
 from training.launch import supervisor
-from training.errors import UserError, run_cli
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -343,7 +342,6 @@ def test_env_npu_sources_set_env_from_the_install_path(tmp_path):
                                       "COMBINED_ENABLE", "HCCL_WHITELIST_DISABLE")} == {
         "ASCEND_SLOG_PRINT_TO_STDOUT": "0", "ASCEND_GLOBAL_LOG_LEVEL": "3", "ASCEND_GLOBAL_EVENT_ENABLE": "0",
         "TASK_QUEUE_ENABLE": "1", "PTCOPY_ENABLE": "1", "COMBINED_ENABLE": "1", "HCCL_WHITELIST_DISABLE": "1"}
-
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -704,67 +702,6 @@ def test_modelzoo_switches_are_accepted_and_named_as_ignored(fake_repo):
     assert "--profiling: accepted for ModelZoo compatibility, no effect here" in result.stdout
     call, = recorded_calls(os.path.join(out, "0", "train_0.log"))
     assert not any("dump" in arg or "profiling" in arg for arg in call["argv"])
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# The summary module on its own
-
-
-def sample_log():
-    head = modelzoo_format.prefix("npu", 0)
-    return [
-        modelzoo_format.format_step(head, 0, 0, 2, [("Loss", 7.0, 7.0, ".4e")]),
-        modelzoo_format.format_step(head, 0, 1, 2, [("Loss", 6.5, 6.75, ".4e")]),
-        modelzoo_format.format_fps(head, 1000.0, 1.0),
-        "[npu id: 0 ] Test: [0/1]\tLoss 9.9e+00 (9.9e+00)",
-        modelzoo_format.format_acc(head, 10.0, 30.0),
-        modelzoo_format.format_step(head, 1, 1, 2, [("Loss", 5.25, 5.5, ".4e")]),
-        modelzoo_format.format_fps(head, 2000.0, 0.5),
-        modelzoo_format.format_acc(head, 20.0, 40.0),
-        modelzoo_format.format_acc(head, 99.0, 99.0, tag=modelzoo_format.EMA_ACC_TAG),
-    ]
-
-
-def test_summary_takes_last_fps_last_training_loss_and_model_accuracy():
-    summary = modelzoo_summary.summarize(sample_log(), network="Net", rank_size=8, batch_size=1024, mode="acc",
-                                         e2e_seconds=12.7, device_type="aarch64")
-    assert summary == [("Network", "Net"), ("RankSize", 8), ("BatchSize", 1024), ("DeviceType", "aarch64"),
-                       ("CaseName", "Net_bs1024_8p_acc"), ("ActualFPS", "2000.000"), ("TrainingTime", "0.5120"),
-                       ("ActualLoss", "5.2500"), ("TrainAccuracy", "20.000"), ("E2ETrainingTime", "12")]
-    assert modelzoo_summary.final_lines(summary) == ["Final Performance images/sec : 2000.000",
-                                                     "Final Train Accuracy : 20.000",
-                                                     "E2E Training Duration sec : 12"]
-
-
-def test_summary_refuses_logs_of_unfinished_runs():
-    lines = sample_log()
-    with pytest.raises(UserError, match="FPS@all"):
-        modelzoo_summary.summarize(lines[:2], network="Net", rank_size=1, batch_size=8, mode="perf", e2e_seconds=1)
-    with pytest.raises(UserError, match="AVG-ACC"):
-        modelzoo_summary.summarize(lines[:3], network="Net", rank_size=1, batch_size=8, mode="acc", e2e_seconds=1)
-    assert dict(modelzoo_summary.summarize(
-        lines[:3], network="Net", rank_size=1, batch_size=8, mode="perf", e2e_seconds=1))["ActualFPS"] == "1000.000"
-
-
-def test_summary_command_writes_file_atomically(tmp_path, capsys):
-    log = tmp_path / "train_0.log"
-    log.write_text("\n".join(sample_log()) + "\n")
-    code = modelzoo_summary.main([str(log), "--network", "Net", "--rank-size", "1", "--batch-size", "256",
-                                  "--mode", "perf", "--e2e-seconds", "5", "--output-dir", str(tmp_path)])
-    assert code == 0
-    assert sorted(os.listdir(str(tmp_path))) == ["Net_bs256_1p_perf.log", "train_0.log"]
-    values = modelzoo_summary.read_summary(str(tmp_path / "Net_bs256_1p_perf.log"))
-    assert values["TrainingTime"] == "0.1280" and "TrainAccuracy" not in values
-    assert "Final Performance images/sec : 2000.000" in capsys.readouterr().out
-    code = run_cli(modelzoo_summary.main, [str(tmp_path / "missing.log"), "--rank-size", "1", "--batch-size", "1",
-                                           "--mode", "perf", "--e2e-seconds", "1", "--output-dir", str(tmp_path)])
-    assert code == 2
-    assert capsys.readouterr().err.startswith("error: training log")
-    # an output folder that does not exist yet is made (the README's example writes to a fresh /tmp/summary)
-    fresh = tmp_path / "new" / "summary"
-    assert modelzoo_summary.main([str(log), "--rank-size", "1", "--batch-size", "256", "--mode", "perf",
-                                  "--e2e-seconds", "5", "--output-dir", str(fresh)]) == 0
-    assert os.listdir(str(fresh)) == ["Shufflenetv2_ID0099_for_PyTorch_bs256_1p_perf.log"]
 
 
 if __name__ == "__main__":
