@@ -9,21 +9,14 @@ import sys
 
 import pytest
 import torch
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, tiny_run_args
 
 import main
-from tests.datasets import make_image_folder
 from training import engine
 from training.checkpoints.checkpoint import torch_load
 
-TINY = ["-a", "shufflenet_v2_x0_5", "-b", "4", "-j", "1", "--train-crop-size", "32", "--val-resize-size", "32",
-        "--val-crop-size", "32", "--device", "cpu", "-p", "1", "--seed", "0"]
-
-
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    return make_image_folder(str(tmp_path_factory.mktemp("finite") / "data"), classes=2, train_per_class=4,
-                             val_per_class=1, size=(36, 36))
+TINY = tiny_run_args("-b", "4", "-p", "1", "--seed", "0", workers=1)
+IMAGE_FOLDER = dict(classes=2, train_per_class=4, val_per_class=1)  # data_root's shape (conftest.py)
 
 
 def test_a_diverging_run_stops_with_one_line_and_saves_no_nan(data_root, tmp_path):

@@ -10,14 +10,9 @@ import sys
 import pytest
 from conftest import REPO_ROOT
 
-from tests.datasets import make_image_folder
 from training.data.loaders import IgnoreInterrupts
 
-
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    return make_image_folder(str(tmp_path_factory.mktemp("stop") / "data"), classes=2, train_per_class=24,
-                             val_per_class=2, size=(48, 48))
+IMAGE_FOLDER = dict(classes=2, train_per_class=24, val_per_class=2, size=(48, 48))  # data_root's shape (conftest.py)
 
 
 def children():

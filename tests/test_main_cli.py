@@ -5,20 +5,12 @@ import shutil
 import subprocess
 import sys
 
-import pytest
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, tiny_run_args
 
 import main
-from tests.datasets import make_image_folder
 
-TINY = ["-a", "shufflenet_v2_x0_5", "-b", "4", "-j", "0", "--epochs", "1", "--train-crop-size", "32",
-        "--val-resize-size", "32", "--val-crop-size", "32", "--device", "cpu"]
-
-
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    return make_image_folder(str(tmp_path_factory.mktemp("cli") / "data"), classes=2, train_per_class=2,
-                             val_per_class=1, size=(36, 36))
+TINY = tiny_run_args("-b", "4", "--epochs", "1")
+IMAGE_FOLDER = dict(classes=2, train_per_class=2, val_per_class=1)  # data_root's shape (conftest.py)
 
 
 def run_main(argv, capsys):

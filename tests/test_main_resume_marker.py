@@ -1,31 +1,18 @@
 """main.py: a resumed run marks the resume in metrics.jsonl, and tools/plot_log.py then draws each epoch once (the
 records of epochs >= the marker's written before it belong to the run that was cut short); --evaluate and new runs
 write no marker."""
-import json
 import os
 import sys
 
-import pytest
+from conftest import read_jsonl, tiny_run_args
 
 import main
-from tests.datasets import make_image_folder
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools"))
 import plot_log  # noqa: E402
 
-SMALL = ["-a", "shufflenet_v2_x0_5", "-j", "0", "--train-crop-size", "32", "--val-resize-size", "32",
-         "--val-crop-size", "32", "--device", "cpu", "--lr", "0.05", "--seed", "3", "-b", "2", "-p", "1"]
-
-
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    return make_image_folder(str(tmp_path_factory.mktemp("marker") / "data"), classes=2, train_per_class=2,
-                             val_per_class=1, size=(36, 36))
-
-
-def read(path):
-    with open(path) as stream:
-        return [json.loads(line) for line in stream]
+SMALL = tiny_run_args("--lr", "0.05", "--seed", "3", "-b", "2", "-p", "1")
+IMAGE_FOLDER = dict(classes=2, train_per_class=2, val_per_class=1)  # data_root's shape (conftest.py)
 
 
 def test_a_resume_is_marked_and_plots_count_each_epoch_once(data_root, tmp_path, one_thread):
@@ -34,7 +21,7 @@ def test_a_resume_is_marked_and_plots_count_each_epoch_once(data_root, tmp_path,
     assert main.main(argv) == 0
     # as after a kill during epoch 1 with the rolling checkpoint of epoch 1 on disk: epoch 1 runs again
     assert main.main(argv + ["--resume", os.path.join(out, "checkpoint_epoch1.pth.tar")]) == 0
-    records = read(os.path.join(out, "metrics.jsonl"))
+    records = read_jsonl(os.path.join(out, "metrics.jsonl"))
     kinds = [(r["kind"], r["epoch"]) for r in records if r["kind"] in ("epoch", "resume")]
     assert kinds == [("epoch", 0), ("epoch", 1), ("resume", 1), ("epoch", 1)]
     second_run = records[[r["kind"] for r in records].index("resume") + 1:]
@@ -53,4 +40,4 @@ def test_evaluate_and_new_runs_write_no_marker(data_root, tmp_path, one_thread):
     assert main.main(SMALL + ["--data", data_root, "--epochs", "1", "--output-dir", out]) == 0
     assert main.main(SMALL + ["--data", data_root, "--evaluate", "--output-dir", out,
                               "--resume", os.path.join(out, "checkpoint.pth.tar")]) == 0
-    assert "resume" not in [r["kind"] for r in read(os.path.join(out, "metrics.jsonl"))]
+    assert "resume" not in [r["kind"] for r in read_jsonl(os.path.join(out, "metrics.jsonl"))]

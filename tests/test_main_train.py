@@ -1,5 +1,5 @@
-"""main.py end to end on CPU: log lines, metrics.jsonl, checkpoints, exact resume, SIGKILL / SIGTERM."""
-import json
+"""main.py end to end on CPU: log lines, metrics.jsonl, checkpoints, SIGKILL / SIGTERM and resume, a kill between
+two checkpoint writes, --recipe, --dummy (exact resume: test_exact_resume.py)."""
 import math
 import os
 import signal
@@ -8,31 +8,17 @@ import sys
 import time
 
 import pytest
-import torch
 import torchvision
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, read_jsonl, tiny_run_args
 
 import main
-from tests.datasets import make_image_folder
 from training.logs import modelzoo_format
 from training.checkpoints.checkpoint import torch_load
 
-SMALL = ["-a", "shufflenet_v2_x0_5", "-j", "0", "--train-crop-size", "32", "--val-resize-size", "32",
-         "--val-crop-size", "32", "--device", "cpu", "--lr", "0.05", "--wd", "1e-4", "--seed", "3"]
-
-
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    return make_image_folder(str(tmp_path_factory.mktemp("train") / "data"), classes=3, train_per_class=4,
-                             val_per_class=2, size=(36, 36))
+SMALL = tiny_run_args("--lr", "0.05", "--wd", "1e-4", "--seed", "3")
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
-
-
-def records(path):
-    with open(path) as stream:
-        return [json.loads(line) for line in stream]
 
 
 def load(path):
@@ -62,7 +48,7 @@ def test_logs_metrics_and_checkpoints(data_root, tmp_path, capsys):
     assert tests and not any("Epoch:" in line for line in tests)
     assert all(line.startswith("[cpu id: 0 ] ") for line in stdout if modelzoo_format.parse_line(line))
 
-    metrics = records(os.path.join(out, "metrics.jsonl"))
+    metrics = read_jsonl(os.path.join(out, "metrics.jsonl"))
     kinds = [r["kind"] for r in metrics]
     assert kinds.count("step") == 4 and kinds.count("epoch") == 2 and kinds.count("eval") == 4
     step = metrics[0]
@@ -91,32 +77,6 @@ def test_logs_metrics_and_checkpoints(data_root, tmp_path, capsys):
                               os.path.join(out, "checkpoint.pth.tar"), "--output-dir", out]) == 0
     again = [r for r in modelzoo_format.parse_log(capsys.readouterr().out.splitlines()) if r["kind"] == "acc"]
     assert again == [accs[2]]
-
-
-def test_resume_after_epoch_1_ends_with_identical_weights(data_root, tmp_path, capsys):
-    base = SMALL + ["--data", data_root, "-b", "4", "--epochs", "3", "--steps-per-epoch", "2", "-p", "100",
-                    "--model-ema", "0.5", "--eval-freq", "1", "--warm_up_epochs", "1", "--momentum", "0.9"]
-    full, resumed = str(tmp_path / "full"), str(tmp_path / "resumed")
-    assert main.main(base + ["--checkpoint-freq", "1", "--output-dir", full]) == 0
-    assert main.main(base + ["--resume", os.path.join(full, "checkpoint_epoch1.pth.tar"),
-                             "--output-dir", resumed]) == 0
-    assert "=> resumed from" in capsys.readouterr().out
-    a, b = load(os.path.join(full, "checkpoint.pth.tar")), load(os.path.join(resumed, "checkpoint.pth.tar"))
-    assert a["epoch"] == b["epoch"] == 3
-    for key in ("state_dict", "model_ema"):
-        assert a[key].keys() == b[key].keys()
-        assert all(torch.equal(a[key][k], b[key][k]) for k in a[key]), key
-    momentum_a = [s["momentum_buffer"] for s in a["optimizer"]["state"].values()]
-    momentum_b = [s["momentum_buffer"] for s in b["optimizer"]["state"].values()]
-    assert all(torch.equal(x, y) for x, y in zip(momentum_a, momentum_b))
-    assert a["best_acc1"] == b["best_acc1"]
-    assert torch.equal(a["rng"]["torch"], b["rng"]["torch"])
-    # other weight-decay groups than the saved optimizer's: one error line naming the cause, not a traceback
-    capsys.readouterr()
-    assert main.main(base + ["--norm-weight-decay", "0", "--bias-weight-decay", "0", "--resume",
-                             os.path.join(full, "checkpoint.pth.tar"), "--output-dir", resumed]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "optimizer state does not fit these flags" in err[0], err
 
 
 def start(argv, out):
@@ -203,7 +163,7 @@ def test_checkpoint_set_stays_consistent_across_a_kill_between_writes(killed_at,
     resume = ["--resume", rolling] if os.path.exists(rolling) else []
     assert main.main(argv + resume) == 0
     acc_of_epoch = {}
-    for record in records(os.path.join(out, "metrics.jsonl")):
+    for record in read_jsonl(os.path.join(out, "metrics.jsonl")):
         if record["kind"] == "eval":
             acc_of_epoch[record["epoch"]] = record["acc1"]  # an epoch trained again: its last evaluation
     best_acc = max(acc_of_epoch.values())
@@ -261,7 +221,7 @@ def test_dummy_run_skips_the_meaningless_validation(tmp_path, capsys):
     assert not any(" Test: [" in line or "-ACC]" in line for line in stdout)
     kinds = [r["kind"] for r in modelzoo_format.parse_log(stdout)]
     assert "acc" not in kinds and kinds.count("fps") == 2 and kinds.count("step") >= 2
-    assert [r["kind"] for r in records(os.path.join(out, "metrics.jsonl"))].count("eval") == 0
+    assert [r["kind"] for r in read_jsonl(os.path.join(out, "metrics.jsonl"))].count("eval") == 0
     assert load(os.path.join(out, "checkpoint.pth.tar"))["epoch"] == 2
     from tools import modelzoo_summary
     summary = dict(modelzoo_summary.summarize(stdout, network="Net", rank_size=1, batch_size=4, mode="perf",
@@ -278,8 +238,8 @@ def test_step_lines_and_records_carry_lr_eta_and_every_step_loss(data_root, tmp_
     assert main.main(argv) == 0
     stdout = capsys.readouterr().out.splitlines()
     lines = [modelzoo_format.parse_line(line) for line in stdout if " Epoch: [" in line]
-    steps = [r for r in records(os.path.join(out, "metrics.jsonl")) if r["kind"] == "step"]
-    epochs = [r for r in records(os.path.join(out, "metrics.jsonl")) if r["kind"] == "epoch"]
+    steps = [r for r in read_jsonl(os.path.join(out, "metrics.jsonl")) if r["kind"] == "step"]
+    epochs = [r for r in read_jsonl(os.path.join(out, "metrics.jsonl")) if r["kind"] == "epoch"]
     assert [(r["epoch"], r["step"], len(r["losses"])) for r in steps] == [(0, 0, 1), (0, 3, 3), (1, 0, 1),
                                                                              (1, 3, 3)]
     for line, record in zip(lines, steps):

@@ -12,25 +12,17 @@ import sys
 import pytest
 import torch
 import torchvision
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, tiny_run_args
 
 import main
-from tests.datasets import make_image_folder
 from training.checkpoints.checkpoint import torch_load
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-SMALL = ["-a", "shufflenet_v2_x0_5", "-j", "0", "--train-crop-size", "32", "--val-resize-size", "32",
-         "--val-crop-size", "32", "--device", "cpu", "--lr", "0.05", "--seed", "11", "--epochs", "2",
-         "--steps-per-epoch", "2", "-p", "1", "--eval-freq", "1", "--model-ema", "0.5"]
+SMALL = tiny_run_args("--lr", "0.05", "--seed", "11", "--epochs", "2", "--steps-per-epoch", "2", "-p", "1",
+                      "--eval-freq", "1", "--model-ema", "0.5")
 needs_compile = pytest.mark.skipif(not hasattr(torch, "compile"), reason="torch.compile came with torch 2.0 "
                                    "(test_no_torch_compile_is_one_error_line covers this torch)")
-
-
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    return make_image_folder(str(tmp_path_factory.mktemp("compile") / "data"), classes=3, train_per_class=4,
-                             val_per_class=2, size=(36, 36))
 
 
 def load(path):

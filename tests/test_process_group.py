@@ -10,13 +10,11 @@ import sys
 import time
 
 import pytest
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, tiny_run_args
 
 from training.launch import modes
 
-LONE = ["--dummy", "-a", "shufflenet_v2_x0_5", "-b", "2", "--epochs", "1", "--steps-per-epoch", "1",
-        "--train-crop-size", "32", "--val-crop-size", "32", "--val-resize-size", "32", "--device", "cpu",
-        "-j", "0", "--seed", "0"]
+LONE = tiny_run_args("--dummy", "-b", "2", "--epochs", "1", "--steps-per-epoch", "1", "--seed", "0")
 STOP_SECONDS = 10  # "within seconds": the wait polls every process_group.POLL_SECONDS
 
 

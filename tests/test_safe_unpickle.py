@@ -12,16 +12,15 @@ import sys
 import pytest
 import torch
 import torchvision
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, tiny_run_args
 
 import main
-from tests.datasets import make_image_folder
 from training.checkpoints import checkpoint as ckpt
 from training import seeding
 from training.errors import UserError
 
-TINY = ["-a", "shufflenet_v2_x0_5", "-b", "4", "-j", "1", "--train-crop-size", "32", "--val-resize-size", "32",
-        "--val-crop-size", "32", "--device", "cpu"]
+TINY = tiny_run_args("-b", "4", workers=1)
+IMAGE_FOLDER = dict(classes=2, train_per_class=2, val_per_class=1)  # data_root's shape (conftest.py)
 
 
 class Payload:
@@ -63,12 +62,6 @@ def loader(request, monkeypatch):
     if request.param == "restricted unpickler":
         monkeypatch.setattr(ckpt, "_HAS_WEIGHTS_ONLY", False)
     return request.param
-
-
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    return make_image_folder(str(tmp_path_factory.mktemp("safe") / "data"), classes=2, train_per_class=2,
-                             val_per_class=1, size=(36, 36))
 
 
 def evil_checkpoint(payload):
