@@ -40,7 +40,7 @@ def test_loader_workers_ignore_sigint(data_root):
     for loader, quiet in ((plain, False), (train, True), (val, True)):
         before = children()
         iterator = iter(loader)
-        next(iterator)
+        next(iterator), next(iterator)  # a batch from each worker: both have run their worker_init_fn
         workers = children() - before
         assert len(workers) == 2
         assert [ignores_sigint(pid) for pid in workers] == [quiet, quiet]
