@@ -1,6 +1,7 @@
-"""A diverging run stops (issue 10, item 3): a non-finite loss at a step line or the epoch end, or non-finite
-weights before a save, end the run with one error line naming epoch, step and value and suggesting a lower --lr
-(exit 2), and no checkpoint file ever holds non-finite weights; --lr nan is refused before anything starts."""
+"""training/engine.py's non-finite checks: a diverging run stops, a non-finite loss at a step line or the epoch end,
+or non-finite weights before a save, end the run with one error line naming epoch, step and value and suggesting a
+lower --lr (exit 2), and no checkpoint file ever holds non-finite weights; --lr nan is refused before anything
+starts."""
 import glob
 import os
 import re

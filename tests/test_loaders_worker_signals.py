@@ -1,6 +1,6 @@
-"""Ctrl-C stops a run with data workers cleanly (issue 10, item 9): the workers ignore SIGINT and leave the stop to
-their parent, so the terminal's SIGINT to the whole process group ends in the parent's one error line, exit 130,
-and no worker traceback."""
+"""Ctrl-C stops a run with data workers cleanly (training/data/loaders.py): the workers ignore SIGINT and leave the
+stop to their parent, so the terminal's SIGINT to the whole process group ends in the parent's one error line, exit
+130, and no worker traceback."""
 import glob
 import os
 import signal

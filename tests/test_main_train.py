@@ -144,7 +144,7 @@ def test_interrupt_message_says_what_is_on_disk(data_root, tmp_path, capsys, mon
 def test_checkpoint_set_stays_consistent_across_a_kill_between_writes(killed_at, data_root, tmp_path, capsys,
                                                                       monkeypatch):
     """A kill between two checkpoint writes, then a resume: every numbered copy gets written, and model_best is
-    the best evaluated epoch (issue 10: written after the rolling checkpoint, they were lost for good)."""
+    the best evaluated epoch (they once came after the rolling checkpoint and were lost for good)."""
     from training.checkpoints import checkpoint as ckpt_module
     real_save, calls = ckpt_module.atomic_save, []
 

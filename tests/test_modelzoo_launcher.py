@@ -568,7 +568,7 @@ def test_a_rank_deaf_to_sigterm_is_killed_after_the_grace_period(fake_repo, tmp_
 
 
 def test_ranks_die_when_the_launcher_is_sigkilled(fake_repo, tmp_path):
-    """Issue 10 item 5: kill -9 of the launcher used to leave both ranks training."""
+    """kill -9 of the launcher once left both ranks training."""
     out = os.path.join(fake_repo, "out")
     pid_file = str(tmp_path / "pid")
     env = dict(os.environ, FAKE_BEHAVIOUR="hang", FAKE_PID_FILE=pid_file)

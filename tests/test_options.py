@@ -1,6 +1,6 @@
-"""Every numeric flag of main.py is checked up front (issue 10, items 3 and 6): a value out of range, a non-finite
-value or flags that contradict each other end in one `error:` line naming the flag, exit 2, before anything is
-written; an unusable --output-dir likewise (item 7). A new numeric flag cannot slip past the table."""
+"""Every numeric flag of main.py is checked up front: a value out of range, a non-finite value or flags that
+contradict each other end in one `error:` line naming the flag, exit 2, before anything is written; an unusable
+--output-dir likewise. A new numeric flag cannot slip past the table."""
 import os
 
 import pytest
@@ -10,7 +10,7 @@ from training import options, recipes
 
 BASE = ["--dummy", "-a", "shufflenet_v2_x0_5", "--device", "cpu"]
 
-# (flags, the flag the error line must name): the findings of issue 10 first, then every other numeric flag
+# (flags, the flag the error line must name): the values once found to slip through first, then every other one
 BAD_FLAGS = [
     (["--lr", "-1"], "--lr"), (["--lr", "nan"], "--lr"), (["--lr", "inf"], "--lr"), (["--lr", "0"], "--lr"),
     (["--momentum", "-1"], "--momentum"), (["--momentum", "nan"], "--momentum"),

@@ -1,7 +1,7 @@
-"""A process waiting for missing peers stays stoppable and has a deadline (issue 10, item 2; also on the torch
-1.8.1 lane): `--world-size 2 --rank 0` without its peer is stopped by SIGTERM or Ctrl-C within seconds with one
-error line naming what it waited for (exit 130), and a short --dist-timeout ends it with one error line (exit 2).
-A port already in use reaches the user of --multiprocessing-distributed as rank 0's own error line."""
+"""training/launch/process_group.py: a process waiting for missing peers stays stoppable and has a deadline (also
+on the torch 1.8.1 lane): `--world-size 2 --rank 0` without its peer is stopped by SIGTERM or Ctrl-C within seconds
+with one error line naming what it waited for (exit 130), and a short --dist-timeout ends it with one error line
+(exit 2). A port already in use reaches the user of --multiprocessing-distributed as rank 0's own error line."""
 import os
 import signal
 import socket
