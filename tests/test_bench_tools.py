@@ -3,7 +3,6 @@ prints a JSON report whose figures are consistent, and refuses bad input with on
 import importlib
 import json
 import os
-import sys
 
 import pytest
 import torch
@@ -22,10 +21,7 @@ def run_tool(module, argv, capsys):
 
 
 def load_tool(name):
-    tools = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools")
-    if tools not in sys.path:
-        sys.path.insert(0, tools)
-    return importlib.import_module(name)
+    return importlib.import_module("tools." + name)
 
 
 def test_bench_model_reports_every_layout_and_impl(capsys):
@@ -75,12 +71,10 @@ def test_bench_gpu_dry_run_on_cpu(capsys):
 
 def test_bench_loader_makes_imagenet_like_data_and_prints_json(tmp_path, capsys, decode_path):
     import json
-    import sys
 
     from PIL import Image
 
-    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools"))
-    import bench_loader
+    from tools import bench_loader
 
     root = str(tmp_path / "bench")
     assert bench_loader.main(["--make-data", root, "--count", "24"]) == 0

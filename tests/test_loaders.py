@@ -5,6 +5,7 @@ import shutil
 
 import numpy as np
 import pytest
+from conftest import REPO_ROOT
 import torch
 
 from tests.datasets import make_image_folder
@@ -306,8 +307,7 @@ def test_missing_fast_packages_fall_back_with_one_warning_line(root, decode_path
     import sys
 
     monkeypatch.delenv(decode.FAST_DECODE_ENV, raising=False)
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    result = subprocess.run([sys.executable, "-c", _BLOCKED, root], cwd=repo, capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-c", _BLOCKED, root], cwd=REPO_ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     warnings = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(warnings) == 1 and warnings[0].startswith("warning: fast JPEG decoding off"), warnings

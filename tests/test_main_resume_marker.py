@@ -2,14 +2,11 @@
 records of epochs >= the marker's written before it belong to the run that was cut short); --evaluate and new runs
 write no marker."""
 import os
-import sys
 
 from conftest import read_jsonl, tiny_run_args
 
 import main
-
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools"))
-import plot_log  # noqa: E402
+from tools import plot_log
 
 SMALL = tiny_run_args("--lr", "0.05", "--seed", "3", "-b", "2", "-p", "1")
 IMAGE_FOLDER = dict(classes=2, train_per_class=2, val_per_class=1)  # data_root's shape (conftest.py)

@@ -9,7 +9,6 @@ Three kinds of tests:
 - launcher mechanics (failure of one rank, Ctrl-C, SIGKILL, old logs kept): the scripts run in a copy of the
   repository whose main.py is a fake that records its arguments, so they take a fraction of a second each.
 """
-import importlib.util
 import json
 import os
 import shutil
@@ -20,27 +19,18 @@ import textwrap
 import time
 
 import pytest
+from conftest import REPO_ROOT
 
 from training import options as main_options
 from tests.datasets import make_image_folder
+from tools import modelzoo_summary
 from training.checkpoints import checkpoint as ckpt
 from training.launch import modelzoo
 from training.logs import modelzoo_format
 from training.launch import supervisor
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _load_summary_module():
-    """tools/ is a folder of scripts, not a package: load the module from its file."""
-    spec = importlib.util.spec_from_file_location("modelzoo_summary",
-                                                  os.path.join(REPO, "tools", "modelzoo_summary.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-modelzoo_summary = _load_summary_module()
 NUMERIC_KEYS = ("RankSize", "BatchSize", "ActualFPS", "TrainingTime", "ActualLoss", "E2ETrainingTime")
 # Small enough for 2 shared CPU cores. FP32 keeps the fp32 path of the launchers covered and is fast on any CPU;
 # the 1p performance test keeps the default precision (--amp: bf16 autocast on a CPU).
@@ -49,7 +39,7 @@ TINY_DEFAULT_PRECISION = ["--arch=shufflenet_v2_x0_5", "--train-crop-size=32", "
 TINY = TINY_DEFAULT_PRECISION + ["--precision_mode=must_keep_origin_dtype"]
 
 
-def launch(script, args, repo=REPO, env=None, timeout=240):
+def launch(script, args, repo=REPO_ROOT, env=None, timeout=240):
     full_env = dict(os.environ)
     for name in ("MASTER_PORT", "MASTER_ADDR", "ASCEND_DEVICE_ID", "OMP_NUM_THREADS"):
         full_env.pop(name, None)
@@ -227,10 +217,10 @@ def test_help_names_both_spellings_and_exits_0():
 
 
 def test_test_folder_keeps_at_most_120_lines_of_bash_besides_env_npu():
-    scripts = [name for name in os.listdir(os.path.join(REPO, "test")) if name.endswith(".sh")]
+    scripts = [name for name in os.listdir(os.path.join(REPO_ROOT, "test")) if name.endswith(".sh")]
     assert sorted(scripts) == ["env_npu.sh", "train_full_1p.sh", "train_full_8p.sh", "train_performance_1p.sh",
                                "train_performance_8p.sh"]
-    lines = sum(len(open(os.path.join(REPO, "test", name)).read().splitlines())
+    lines = sum(len(open(os.path.join(REPO_ROOT, "test", name)).read().splitlines())
                 for name in scripts if name != "env_npu.sh")
     assert lines <= 120
 
@@ -314,7 +304,7 @@ def test_ranks_are_bound_to_their_share_of_cores_on_aarch64_only(tmp_path):
 
 def sourced_environment(env, source=True):
     """The environment after sourcing env_npu.sh (or not); fails if the script prints anything."""
-    script = 'source "{}" && env -0'.format(os.path.join(REPO, "test", "env_npu.sh")) if source else "env -0"
+    script = 'source "{}" && env -0'.format(os.path.join(REPO_ROOT, "test", "env_npu.sh")) if source else "env -0"
     result = subprocess.run(["bash", "-c", script], capture_output=True, env=env)
     assert result.returncode == 0 and result.stderr == b""
     items = [item for item in result.stdout.split(b"\0") if item]
@@ -414,12 +404,12 @@ FAKE_MODES = 'DEFAULT_PORT = 29688\n\n\ndef free_port():\n    return 45678\n'
 def fake_repo(tmp_path):
     """A copy of the launchers and the summary module next to a fake main.py."""
     root = tmp_path / "repo"
-    shutil.copytree(os.path.join(REPO, "test"), str(root / "test"),
+    shutil.copytree(os.path.join(REPO_ROOT, "test"), str(root / "test"),
                     ignore=shutil.ignore_patterns("output"))
     os.makedirs(str(root / "tools"))
     for name in ("modelzoo_summary.py", "modelzoo_launch.py"):
-        shutil.copy(os.path.join(REPO, "tools", name), str(root / "tools"))
-    shutil.copytree(os.path.join(REPO, "training"), str(root / "training"),
+        shutil.copy(os.path.join(REPO_ROOT, "tools", name), str(root / "tools"))
+    shutil.copytree(os.path.join(REPO_ROOT, "training"), str(root / "training"),
                     ignore=shutil.ignore_patterns("__pycache__"))
     (root / "training" / "device.py").write_text(FAKE_DEVICE)
     (root / "training" / "launch" / "modes.py").write_text(FAKE_MODES)

@@ -12,12 +12,9 @@ import sys
 import pytest
 from PIL import Image
 
+from tools import plot_log
 from training.logs import modelzoo_format
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "tools"))
-
-import plot_log  # noqa: E402
 
 EPOCHS, STEPS, PRINT_FREQ = 3, 50, 10
 SPIKE = 1.0e6

@@ -4,24 +4,19 @@ a checkpoint was trained at (flags still override), the ONNX check is relative +
 (NaN/inf weights) is not exported."""
 import json
 import os
-import sys
 
 import pytest
 import torch
 import torchvision
 
 from tests.datasets import make_image_folder
+from tools import demo, export_onnx
 from training.checkpoints import pretrained
 from training.checkpoints.checkpoint import atomic_save, build_checkpoint
 from training.data.decode import MEAN, STD
 from training.data.loaders import load_val_image
 from training.errors import UserError
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "tools"))
-
-import demo  # noqa: E402
-import export_onnx  # noqa: E402
 
 TRAIN_CROP, RESIZE, CROP = 40, 44, 40  # not 224/256, so a tool that ignores the checkpoint's sizes differs
 ARCH = "shufflenet_v2_x0_5"

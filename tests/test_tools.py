@@ -13,19 +13,15 @@ import numpy as np
 import pytest
 import torch
 import torchvision
+from conftest import REPO_ROOT
 
 from tests.datasets import make_image_folder
+from tools import demo, export_onnx, plot_log
 from training.checkpoints.checkpoint import atomic_save, build_checkpoint, torch_load
 from training.data.decode import MEAN, STD
 from training.data.loaders import load_val_image
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TOOLS = os.path.join(ROOT, "tools")
-sys.path.insert(0, TOOLS)
-
-import demo  # noqa: E402
-import export_onnx  # noqa: E402
-import plot_log  # noqa: E402
+TOOLS = os.path.join(REPO_ROOT, "tools")
 
 CROP, RESIZE = 64, 72
 CLASSES = ["class_0", "class_1", "class_2"]
