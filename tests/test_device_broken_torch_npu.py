@@ -48,6 +48,7 @@ def python(args, env, timeout=240):
                           cwd=REPO_ROOT, timeout=timeout)
 
 
+@pytest.mark.slow
 def test_the_broken_plugin_is_really_there(npu_env):
     """The premise: importing torch_npu fails for the CANN reason (and, on torch >= 2.5, would kill `import torch`
     without the bootstrap)."""
@@ -55,11 +56,14 @@ def test_the_broken_plugin_is_really_there(npu_env):
     assert result.returncode != 0 and "libhccl.so" in result.stderr
 
 
+@pytest.mark.slow
 def test_importing_training_first_keeps_import_torch_alive(npu_env):
     result = python(["-c", "import training, torch; print(torch.ones(2).sum().item())"], npu_env)
     assert (result.returncode, result.stdout) == (0, "2.0\n"), result.stderr[-2000:]
 
 
+@pytest.mark.smoke
+@pytest.mark.slow
 def test_main_auto_falls_back_to_cpu_with_one_warning_line(npu_env, tmp_path):
     result = python(["main.py"] + TINY_RUN + ["--device", "auto", "--output-dir", str(tmp_path)], npu_env)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -77,6 +81,7 @@ def test_main_device_npu_is_one_error_line(npu_env, tmp_path):
     assert os.listdir(str(tmp_path)) == []
 
 
+@pytest.mark.slow
 def test_a_tool_still_works(npu_env, tmp_path):
     """tools/export_onnx.py imports torch and the model; --device npu in tools/demo.py is one error line too."""
     import torch

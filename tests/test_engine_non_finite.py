@@ -20,6 +20,7 @@ TINY = tiny_run_args("-b", "4", "-p", "1", "--seed", "0", workers=1)
 IMAGE_FOLDER = dict(classes=2, train_per_class=4, val_per_class=1)  # data_root's shape (conftest.py)
 
 
+@pytest.mark.slow
 def test_a_diverging_run_stops_with_one_line_and_saves_no_nan(data_root, tmp_path):
     out = tmp_path / "out"
     result = subprocess.run([sys.executable, os.path.join(REPO_ROOT, "main.py"), "--data", data_root, "--lr", "1e6",

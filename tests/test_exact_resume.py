@@ -67,6 +67,7 @@ def assert_identical(a, b, keys=("state_dict",)):
         assert not different, (key, different[:5])
 
 
+@pytest.mark.smoke
 def test_resume_from_epoch_1_ends_with_identical_weights_ema_momentum_and_rng(data_root, in_process_reference,
                                                                               tmp_path, capsys):
     full, resumed = in_process_reference, str(tmp_path / "resumed")
@@ -119,6 +120,7 @@ def test_resume_auto_after_ctrl_c_in_epoch_2_continues_at_epoch_2_with_identical
     assert epochs == [0, 1, 2]  # the resumed run appended to the stopped run's records
 
 
+@pytest.mark.smoke
 def test_resume_with_workers_and_jitter_gives_identical_weights(data_root, workers_reference, tmp_path):
     resumed = str(tmp_path / "resumed")
     assert main.main(WORKERS + ["--data", data_root, "--resume",
@@ -128,6 +130,7 @@ def test_resume_with_workers_and_jitter_gives_identical_weights(data_root, worke
                      load(os.path.join(resumed, "checkpoint.pth.tar")))
 
 
+@pytest.mark.slow
 def test_sigkill_after_epoch_1_checkpoint_then_resume_gives_identical_weights(data_root, workers_reference, tmp_path):
     out = str(tmp_path / "killed")
     epoch1 = os.path.join(out, "checkpoint_epoch1.pth.tar")

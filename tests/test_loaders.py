@@ -104,6 +104,7 @@ def test_empty_train_folder_fails_at_start(tmp_path):
 # Loaders
 
 
+@pytest.mark.smoke
 def test_train_batches_are_uint8_and_reproducible_with_any_worker_count(root):
     train_dir = os.path.join(root, "train")
     loader, sampler = loaders.build_train_loader(train_dir, 5, 0, crop_size=32, seed=7)
@@ -300,6 +301,7 @@ for batches in (loader, val):
 """
 
 
+@pytest.mark.slow
 def test_missing_fast_packages_fall_back_with_one_warning_line(root, decode_path, monkeypatch):
     """simplejpeg and cv2 blocked in a subprocess (2 workers): one warning line, batches of the same shapes and
     dtype as with the packages present."""

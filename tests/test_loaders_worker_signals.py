@@ -55,6 +55,7 @@ def test_worker_init_keeps_the_loaders_own(monkeypatch):
     assert seen == [(signal.SIGINT, signal.SIG_IGN), 3]
 
 
+@pytest.mark.slow
 def test_ctrl_c_to_the_process_group_prints_one_line(data_root, tmp_path):
     out = str(tmp_path / "out")
     process = subprocess.Popen(

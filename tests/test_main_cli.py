@@ -5,6 +5,7 @@ import shutil
 import subprocess
 import sys
 
+import pytest
 from conftest import REPO_ROOT, tiny_run_args
 
 import main
@@ -85,6 +86,7 @@ def test_resume_problems(data_root, tmp_path, capsys):
     expect_error(TINY + ["--data", data_root, "--resume", str(text)], capsys, "is not a checkpoint")
 
 
+@pytest.mark.slow
 def test_entry_point_prints_one_line_and_exits_2(tmp_path):
     """The real process: exit status and no traceback on stderr."""
     result = subprocess.run([sys.executable, os.path.join(REPO_ROOT, "main.py"), "--data", str(tmp_path / "x")]
@@ -94,6 +96,7 @@ def test_entry_point_prints_one_line_and_exits_2(tmp_path):
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_a_failing_rank_reports_its_own_error_in_one_line(data_root, tmp_path):
     """--multiprocessing-distributed: the ranks are processes of their own; the one line names the rank's reason."""
     env = dict(os.environ, OMP_NUM_THREADS="1")

@@ -65,7 +65,8 @@ def evaluate_one_process(data_root, out, capsys):
     return accuracy(capsys.readouterr().out), last_eval(out + "-eval")["images"]
 
 
-@pytest.mark.parametrize("launcher", ["spawn3", "torchrun2"])
+@pytest.mark.slow
+@pytest.mark.parametrize("launcher", [pytest.param("spawn3", marks=pytest.mark.smoke), "torchrun2"])
 def test_distributed_run_matches_single_process_evaluation(launcher, seven_val_images, tmp_path, capsys):
     out = str(tmp_path / launcher)
     if launcher == "spawn3":

@@ -92,6 +92,7 @@ sys.exit(main.main(sys.argv[1:]))
 """
 
 
+@pytest.mark.slow
 def test_missing_package_stops_before_anything_is_written(tmp_path):
     out, board = tmp_path / "out", tmp_path / "board"
     done = subprocess.run([sys.executable, "-c", BLOCKED, "--dummy", "--device", "cpu", "--output-dir", str(out),

@@ -25,6 +25,7 @@ def load(path):
     return torch_load(path, weights_only=True)
 
 
+@pytest.mark.smoke
 def test_logs_metrics_and_checkpoints(data_root, tmp_path, capsys):
     out = str(tmp_path / "out")
     argv = SMALL + ["--data", data_root, "-b", "4", "--epochs", "2", "--steps-per-epoch", "2", "-p", "1",
@@ -93,6 +94,7 @@ def wait_for(predicate, process, timeout=120):
         time.sleep(0.05)
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_from_its_last_checkpoint(data_root, tmp_path, capsys):
     out = str(tmp_path / "out")
     ckpt = os.path.join(out, "checkpoint.pth.tar")

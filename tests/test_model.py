@@ -55,6 +55,7 @@ def assert_same_forward_backward(ours, theirs, channels_last):
             assert torch.allclose(buf, theirs_buffers[name], atol=1e-6), name
 
 
+@pytest.mark.smoke
 @pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize("arch", ARCHS)
 def test_same_outputs_and_gradients_as_torchvision(arch, channels_last):

@@ -93,6 +93,8 @@ def tiny_data(tmp_path_factory):
     return make_image_folder(str(tmp_path_factory.mktemp("tiny")), classes=2, train_per_class=4, val_per_class=3)
 
 
+@pytest.mark.smoke
+@pytest.mark.slow
 def test_performance_1p_on_synthetic_data(tmp_path):
     out = str(tmp_path)
     result = launch("train_performance_1p.sh", ["--output_root=" + out, "--batch_size=4", "--device_id=3",
@@ -112,6 +114,7 @@ def test_performance_1p_on_synthetic_data(tmp_path):
     assert len([r for r in records if r["kind"] == "step"]) == 3  # --steps-per-epoch=3 won over the CPU shrink
 
 
+@pytest.mark.slow
 def test_full_1p_with_the_paper_recipe_on_tiny_image_folder(tmp_path, tiny_data):
     """Also proves that main.py accepts every flag of the paper recipe, BN recalibration included, that the
     checkpoint records the recipe, and that a two-value flag passes through in the `--flag=a b` form."""
@@ -128,6 +131,7 @@ def test_full_1p_with_the_paper_recipe_on_tiny_image_folder(tmp_path, tiny_data)
     assert list(saved["train_crop_scale"]) == [0.5, 1.0] and saved["seed"] == 49
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script, mode, extra", [
     ("train_performance_8p.sh", "perf", ["--steps-per-epoch=3", "--batch_size=4"]),
     ("train_full_8p.sh", "acc", ["--epochs=1", "-b", "4"]),  # main.py's spellings: -b N, --data DIR
@@ -145,6 +149,7 @@ def test_8p_scripts_run_two_cpu_processes_with_one_log_each(tmp_path, tiny_data,
     assert "FPS@all" in rank0 and "FPS@all" not in rank1  # each rank its own file; rank 0 prints the figures
 
 
+@pytest.mark.slow
 def test_a_batch_too_large_for_the_data_fails_before_moving_the_previous_run(tmp_path, tiny_data):
     """main.py --check-only runs first: the earlier run's checkpoints stay where --resume expects them."""
     out = str(tmp_path / "out")
@@ -528,6 +533,7 @@ def test_second_node_of_a_multi_node_run(fake_repo):
     assert result.returncode == 2 and "--master_addr=IP" in result.stderr
 
 
+@pytest.mark.smoke
 def test_a_failing_rank_stops_the_others_and_fails_the_launch(fake_repo):
     out = os.path.join(fake_repo, "out")
     write_previous_run(os.path.join(out, "0"))

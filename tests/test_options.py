@@ -52,6 +52,7 @@ def expect_error(argv, tmp_path, capsys, flag):
     return err[0]
 
 
+@pytest.mark.smoke
 @pytest.mark.parametrize("argv, flag", BAD_FLAGS, ids=[" ".join(a) for a, _ in BAD_FLAGS])
 def test_bad_numeric_flag_is_one_error_line(argv, flag, tmp_path, capsys):
     line = expect_error(argv, tmp_path, capsys, flag)

@@ -181,6 +181,7 @@ def write_logs(folder):
     return json_path, text_path
 
 
+@pytest.mark.smoke
 def test_plot_log_reads_both_formats_alike(tmp_path):
     json_path, text_path = write_logs(str(tmp_path))
     from_json, from_text = plot_log.read_log(json_path), plot_log.read_log(text_path)

@@ -45,6 +45,7 @@ def assert_close(a, b, **tolerance):
                 assert torch.equal(a[key][name], b[key][name]), (key, name)
 
 
+@pytest.mark.slow
 @needs_compile
 def test_compiled_amp_ema_run_saves_torchvision_keys_and_trains_like_eager(data_root, tmp_path, capsys,
                                                                           monkeypatch):
@@ -68,6 +69,7 @@ def test_compiled_amp_ema_run_saves_torchvision_keys_and_trains_like_eager(data_
     assert not torch.equal(start["fc.weight"], b["state_dict"]["fc.weight"])
 
 
+@pytest.mark.slow
 @needs_compile
 def test_compiled_ddp_run_matches_the_plain_ddp_run(data_root, tmp_path):
     outs = {}

@@ -15,6 +15,7 @@ from conftest import REPO_ROOT, tiny_run_args
 from training.launch import modes
 
 LONE = tiny_run_args("--dummy", "-b", "2", "--epochs", "1", "--steps-per-epoch", "1", "--seed", "0")
+pytestmark = pytest.mark.slow  # each test starts main.py processes that wait for peers: 4-27 s
 STOP_SECONDS = 10  # "within seconds": the wait polls every process_group.POLL_SECONDS
 
 

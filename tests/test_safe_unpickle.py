@@ -85,6 +85,7 @@ def test_payloads_are_live(tmp_path):
         os.remove(str(tmp_path / "marker"))
 
 
+@pytest.mark.smoke
 @pytest.mark.parametrize("fmt", ["zipfile", "legacy", "pickle"])
 def test_code_in_a_checkpoint_is_never_run(tmp_path, loader, fmt):
     marker = str(tmp_path / "marker")
@@ -114,6 +115,7 @@ def assert_one_error_line(result, *fragments):
         assert fragment in lines[0], lines[0]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["zipfile", "legacy"])
 def test_main_resume_and_demo_refuse_a_command_in_a_checkpoint(tmp_path, data_root, fmt):
     marker = str(tmp_path / "marker")
@@ -140,6 +142,7 @@ def same(left, right):
     return type(left) is type(right) and left == right
 
 
+@pytest.mark.slow
 def test_main_checkpoint_resumes_in_both_formats(tmp_path, data_root, monkeypatch):
     """A checkpoint main.py wrote (optimizer, RNG, args, classes) loads through the restricted unpickler exactly as
     a full unpickle gives it, and --resume continues from it in the zipfile and the legacy format."""
@@ -162,6 +165,7 @@ def test_main_checkpoint_resumes_in_both_formats(tmp_path, data_root, monkeypatc
         assert ckpt.load_checkpoint(os.path.join(out, "checkpoint.pth.tar"))["epoch"] == 2
 
 
+@pytest.mark.smoke
 @pytest.mark.parametrize("fmt", ["zipfile", "legacy"])
 def test_torchvision_state_dict_loads(tmp_path, loader, fmt):
     model = torchvision.models.shufflenet_v2_x0_5(num_classes=4)

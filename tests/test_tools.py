@@ -86,6 +86,7 @@ def test_shipped_imagenet_names_are_1000_sorted_wnids_in_torchvision_order():
     assert len({row[1] for row in rows}) == 1000  # unique names
 
 
+@pytest.mark.smoke
 def test_demo_on_torchvision_weights_matches_torchvision(tmp_path, images, capsys):
     net = torchvision_net(1000)
     weights = str(tmp_path / "shufflenetv2_x0.5.pth")
@@ -160,6 +161,7 @@ def onnx_outputs(path, inputs):
     return session.run(None, {"input": inputs.numpy()})[0]
 
 
+@pytest.mark.smoke
 def test_export_onnx_matches_torchvision_for_two_batch_sizes(tmp_path, main_checkpoint, capsys):
     import onnx
 
@@ -231,6 +233,7 @@ def test_tools_have_help(tool, capsys):
     assert exit_info.value.code == 0 and "usage:" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("tool", ["demo.py", "export_onnx.py", "plot_log.py"])
 def test_tools_print_one_line_errors_and_exit_2(tool, tmp_path):
     script = os.path.join(TOOLS, tool)
