@@ -54,10 +54,6 @@ def workers_reference(data_root, tmp_path_factory):
     return uninterrupted_run(WORKERS, data_root, str(tmp_path_factory.mktemp("workers")))
 
 
-def load(path):
-    return torch_load(path, weights_only=True)
-
-
 def assert_identical(a, b, keys=("state_dict",)):
     """Both runs ended after epoch 3 with equal tensors under each of `keys`."""
     assert a["epoch"] == b["epoch"] == 3
@@ -74,7 +70,7 @@ def test_resume_from_epoch_1_ends_with_identical_weights_ema_momentum_and_rng(da
     assert main.main(IN_PROCESS + ["--data", data_root, "--resume", os.path.join(full, "checkpoint_epoch1.pth.tar"),
                                    "--output-dir", resumed]) == 0
     assert "=> resumed from" in capsys.readouterr().out
-    a, b = load(os.path.join(full, "checkpoint.pth.tar")), load(os.path.join(resumed, "checkpoint.pth.tar"))
+    a, b = torch_load(os.path.join(full, "checkpoint.pth.tar")), torch_load(os.path.join(resumed, "checkpoint.pth.tar"))
     assert_identical(a, b, keys=("state_dict", "model_ema"))
     momentum_a = [s["momentum_buffer"] for s in a["optimizer"]["state"].values()]
     momentum_b = [s["momentum_buffer"] for s in b["optimizer"]["state"].values()]
@@ -113,7 +109,7 @@ def test_resume_auto_after_ctrl_c_in_epoch_2_continues_at_epoch_2_with_identical
     assert out[0] == "=> --resume auto: continuing from {} (after 1 epoch(s))".format(os.path.abspath(rolling))
     assert "=> resumed from {} at epoch 1 (best Acc@1".format(rolling) in "\n".join(out)
     assert [line.split("]")[1] for line in out if " Epoch: [" in line][0] == " Epoch: [1"  # the second epoch
-    a, b = load(os.path.join(in_process_reference, "checkpoint.pth.tar")), load(rolling)
+    a, b = torch_load(os.path.join(in_process_reference, "checkpoint.pth.tar")), torch_load(rolling)
     assert b["args"]["resume"] == rolling
     assert_identical(a, b, keys=("state_dict", "model_ema"))
     epochs = [r["epoch"] for r in read_jsonl(os.path.join(stopped, "metrics.jsonl")) if r["kind"] == "epoch"]
@@ -126,8 +122,8 @@ def test_resume_with_workers_and_jitter_gives_identical_weights(data_root, worke
     assert main.main(WORKERS + ["--data", data_root, "--resume",
                                 os.path.join(workers_reference, "checkpoint_epoch1.pth.tar"),
                                 "--output-dir", resumed]) == 0
-    assert_identical(load(os.path.join(workers_reference, "checkpoint.pth.tar")),
-                     load(os.path.join(resumed, "checkpoint.pth.tar")))
+    assert_identical(torch_load(os.path.join(workers_reference, "checkpoint.pth.tar")),
+                     torch_load(os.path.join(resumed, "checkpoint.pth.tar")))
 
 
 @pytest.mark.slow
@@ -147,5 +143,5 @@ def test_sigkill_after_epoch_1_checkpoint_then_resume_gives_identical_weights(da
     process.communicate()
     resumed = str(tmp_path / "resumed")
     assert main.main(WORKERS + ["--data", data_root, "--resume", epoch1, "--output-dir", resumed]) == 0
-    assert_identical(load(os.path.join(workers_reference, "checkpoint.pth.tar")),
-                     load(os.path.join(resumed, "checkpoint.pth.tar")))
+    assert_identical(torch_load(os.path.join(workers_reference, "checkpoint.pth.tar")),
+                     torch_load(os.path.join(resumed, "checkpoint.pth.tar")))

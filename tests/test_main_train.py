@@ -21,10 +21,6 @@ SMALL = tiny_run_args("--lr", "0.05", "--wd", "1e-4", "--seed", "3")
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
-def load(path):
-    return torch_load(path, weights_only=True)
-
-
 @pytest.mark.smoke
 def test_logs_metrics_and_checkpoints(data_root, tmp_path, capsys):
     out = str(tmp_path / "out")
@@ -64,13 +60,13 @@ def test_logs_metrics_and_checkpoints(data_root, tmp_path, capsys):
 
     assert sorted(os.listdir(out)) == ["checkpoint.pth.tar", "checkpoint_epoch1.pth.tar",
                                        "checkpoint_epoch2.pth.tar", "metrics.jsonl", "model_best.pth.tar"]
-    saved = load(os.path.join(out, "checkpoint.pth.tar"))
+    saved = torch_load(os.path.join(out, "checkpoint.pth.tar"))
     assert saved["epoch"] == 2 and saved["arch"] == "shufflenet_v2_x0_5"
     assert saved["classes"] == ["class_0", "class_1", "class_2"] and saved["args"]["lr"] == 0.05
     assert isinstance(saved["best_acc1"], float) and "model_ema" in saved and "rng" in saved
     net = torchvision.models.shufflenet_v2_x0_5(num_classes=3)
     net.load_state_dict(saved["state_dict"])
-    assert load(os.path.join(out, "checkpoint_epoch1.pth.tar"))["epoch"] == 1
+    assert torch_load(os.path.join(out, "checkpoint_epoch1.pth.tar"))["epoch"] == 1
 
     # --evaluate --resume scores exactly the saved (recalibrated) weights, in the same precision as the run's own
     # evaluation (--amp: bf16 autocast, whose rounding differs from fp32 on CPUs with native bf16)
@@ -106,17 +102,17 @@ def test_killed_run_resumes_from_its_last_checkpoint(data_root, tmp_path, capsys
     time.sleep(0.3)
     process.kill()
     process.communicate()
-    first = load(ckpt)
+    first = torch_load(ckpt)
     assert 1 <= first["epoch"] < epochs
 
     # resume, then SIGTERM mid-epoch: exit 130 with a message, checkpoint still good
     process = start(argv + ["--resume", ckpt], out)
-    wait_for(lambda: load(ckpt)["epoch"] > first["epoch"], process)
+    wait_for(lambda: torch_load(ckpt)["epoch"] > first["epoch"], process)
     process.send_signal(signal.SIGTERM)
     stdout, stderr = process.communicate(timeout=60)
     assert process.returncode == 130, stderr
     assert stderr.strip().splitlines()[-1].startswith("error: interrupted by SIGTERM")
-    second = load(ckpt)
+    second = torch_load(ckpt)
     assert stderr.strip().splitlines()[-1].endswith("{} is intact after {} epoch(s): continue with --resume {}".format(
         os.path.abspath(ckpt), second["epoch"], os.path.abspath(ckpt))), stderr
     assert "Traceback" not in stderr
@@ -124,7 +120,7 @@ def test_killed_run_resumes_from_its_last_checkpoint(data_root, tmp_path, capsys
 
     # finish the run
     assert main.main(argv + ["--resume", ckpt, "--output-dir", out]) == 0
-    assert load(ckpt)["epoch"] == epochs
+    assert torch_load(ckpt)["epoch"] == epochs
 
 
 def test_interrupt_message_says_what_is_on_disk(data_root, tmp_path, capsys, monkeypatch):
@@ -171,11 +167,11 @@ def test_checkpoint_set_stays_consistent_across_a_kill_between_writes(killed_at,
     best_acc = max(acc_of_epoch.values())
     assert sorted(os.listdir(out)) == ["checkpoint.pth.tar", "checkpoint_epoch1.pth.tar", "checkpoint_epoch2.pth.tar",
                                        "metrics.jsonl"] + (["model_best.pth.tar"] if best_acc > 0 else [])
-    final = load(rolling)
+    final = torch_load(rolling)
     assert final["epoch"] == 2 and final["best_acc1"] == best_acc
-    assert [load(os.path.join(out, "checkpoint_epoch{}.pth.tar".format(e)))["epoch"] for e in (1, 2)] == [1, 2]
+    assert [torch_load(os.path.join(out, "checkpoint_epoch{}.pth.tar".format(e)))["epoch"] for e in (1, 2)] == [1, 2]
     if best_acc > 0:
-        best = load(os.path.join(out, "model_best.pth.tar"))
+        best = torch_load(os.path.join(out, "model_best.pth.tar"))
         assert best["best_acc1"] == best_acc
         assert best["epoch"] == 1 + min(e for e, acc in acc_of_epoch.items() if acc == best_acc)
     capsys.readouterr()
@@ -201,7 +197,7 @@ def test_recipe_paper_without_a_launcher(tmp_path, capsys):
                       "--steps-per-epoch", "2", "--train-crop-size", "32", "--val-crop-size", "32", "-j", "0",
                       "--num-classes", "3", "--bn-recalibrate", "1", "--device", "cpu", "--output-dir", out]) == 0
     assert "=> BatchNorm statistics recomputed over 1 batches" in capsys.readouterr().out
-    saved = load(os.path.join(out, "checkpoint.pth.tar"))["args"]
+    saved = torch_load(os.path.join(out, "checkpoint.pth.tar"))["args"]
     paper = recipes.defaults("paper")
     assert saved["recipe"] == "paper"
     assert (saved["batch_size"], saved["epochs"], saved["bn_recalibrate"]) == (4, 1, 1)  # explicit flags win
@@ -224,7 +220,7 @@ def test_dummy_run_skips_the_meaningless_validation(tmp_path, capsys):
     kinds = [r["kind"] for r in modelzoo_format.parse_log(stdout)]
     assert "acc" not in kinds and kinds.count("fps") == 2 and kinds.count("step") >= 2
     assert [r["kind"] for r in read_jsonl(os.path.join(out, "metrics.jsonl"))].count("eval") == 0
-    assert load(os.path.join(out, "checkpoint.pth.tar"))["epoch"] == 2
+    assert torch_load(os.path.join(out, "checkpoint.pth.tar"))["epoch"] == 2
     from tools import modelzoo_summary
     summary = dict(modelzoo_summary.summarize(stdout, network="Net", rank_size=1, batch_size=4, mode="perf",
                                                    e2e_seconds=1.0))

@@ -25,10 +25,6 @@ needs_compile = pytest.mark.skipif(not hasattr(torch, "compile"), reason="torch.
                                    "(test_no_torch_compile_is_one_error_line covers this torch)")
 
 
-def load(path):
-    return torch_load(path)
-
-
 def assert_torchvision_loads(saved):
     for key in ("state_dict", "model_ema"):
         assert not any("_orig_mod" in name or name.startswith("module.") for name in saved[key]), key
@@ -60,7 +56,8 @@ def test_compiled_amp_ema_run_saves_torchvision_keys_and_trains_like_eager(data_
     assert main.main(argv + ["--compile", "--compile-backend", "aot_eager", "--output-dir", compiled]) == 0
     assert backends == ["aot_eager"]
     capsys.readouterr()
-    a, b = load(os.path.join(plain, "checkpoint.pth.tar")), load(os.path.join(compiled, "checkpoint.pth.tar"))
+    a = torch_load(os.path.join(plain, "checkpoint.pth.tar"))
+    b = torch_load(os.path.join(compiled, "checkpoint.pth.tar"))
     assert_torchvision_loads(b)
     assert b["args"]["compile"] is True and a["epoch"] == b["epoch"] == 2
     # the same arithmetic up to bfloat16 rounding in a different order: close, and trained (not the initial weights)
@@ -81,7 +78,7 @@ def test_compiled_ddp_run_matches_the_plain_ddp_run(data_root, tmp_path):
                                "-b", "4"] + SMALL + ["--data", data_root, "--output-dir", outs[name]] + extra,
                               capture_output=True, text=True, env=env, cwd=REPO_ROOT, timeout=600)
         assert done.returncode == 0, done.stderr[-3000:]
-    a, b = load(os.path.join(outs["plain"], "checkpoint.pth.tar")), load(os.path.join(outs["compiled"],
+    a, b = torch_load(os.path.join(outs["plain"], "checkpoint.pth.tar")), torch_load(os.path.join(outs["compiled"],
                                                                                       "checkpoint.pth.tar"))
     assert_torchvision_loads(b)
     assert_close(a, b, rtol=1e-4, atol=1e-6)
