@@ -1,18 +1,15 @@
 """tools/accelerator_check.py where there is no GPU: the dry run lists every step, a real run refuses in one line,
 and the generated JPEG folder is what the end-to-end step measures on."""
 import os
-import sys
 
 import pytest
 import torch
 from PIL import Image
 
-from conftest import REPO_ROOT
 from training.errors import run_cli
 from training.data import loaders
 
-sys.path.insert(0, os.path.join(REPO_ROOT, "tools"))
-import accelerator_check  # noqa: E402
+from tools import accelerator_check
 
 
 def step_names(device="cuda", smoke=False):

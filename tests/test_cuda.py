@@ -25,9 +25,7 @@ from tests.datasets import make_image_folder
 from training.checkpoints.checkpoint import torch_load
 from training.checkpoints.pretrained import load_model
 
-sys.path.insert(0, os.path.join(REPO_ROOT, "tools"))
-import demo  # noqa: E402
-import export_onnx  # noqa: E402
+from tools import demo, export_onnx
 
 pytestmark = [pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"), pytest.mark.cuda]
 

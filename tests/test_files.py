@@ -204,6 +204,7 @@ for legacy in (False, True):
 """
 
 
+@pytest.mark.slow
 def test_full_disk_during_torch_save_is_one_line_on_every_torch(tmp_path):
     """torch.save into a file on a full disk: a UserError, not an abort (torch 1.8's zip writer used to abort the
     process from a destructor after the first failed write)."""

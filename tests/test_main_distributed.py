@@ -2,33 +2,29 @@
 images) does not divide by either world size; the distributed Acc@1 must equal a 1-process --evaluate of the same
 checkpoint, with every image counted exactly once."""
 import importlib.util
-import json
 import os
 import subprocess
 import sys
 
 import pytest
 import torch
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, read_jsonl, tiny_run_args
 
 import main
-from tests.datasets import make_image_folder
 from training.logs import modelzoo_format
 from training.checkpoints.checkpoint import torch_load
 from training.launch.modes import free_port
 
-SMALL = ["-a", "shufflenet_v2_x0_5", "-j", "0", "--train-crop-size", "32", "--val-resize-size", "32",
-         "--val-crop-size", "32", "--device", "cpu", "--lr", "0.05", "--seed", "5", "--epochs", "1",
-         "--steps-per-epoch", "2", "-p", "1"]
+SMALL = tiny_run_args("--lr", "0.05", "--seed", "5", "--epochs", "1", "--steps-per-epoch", "2", "-p", "1")
+IMAGE_FOLDER = dict(val_per_class=3)  # data_root's shape (conftest.py)
 
 
 @pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    root = make_image_folder(str(tmp_path_factory.mktemp("dist") / "data"), classes=3, train_per_class=4,
-                             val_per_class=3, size=(36, 36))
-    for name in ("class_0/val_2.jpg", "class_1/val_2.jpg"):  # 7 val images: not divisible by 2 or 3
-        os.remove(os.path.join(root, "val", name))
-    return root
+def seven_val_images(data_root):
+    """data_root less two val images: 7, a number divisible by neither world size (2 or 3)."""
+    for name in ("class_0/val_2.jpg", "class_1/val_2.jpg"):
+        os.remove(os.path.join(data_root, "val", name))
+    return data_root
 
 
 def torchrun(nproc):
@@ -55,8 +51,7 @@ def accuracy(stdout):
 
 
 def last_eval(out):
-    with open(os.path.join(out, "metrics.jsonl")) as stream:
-        return [r for r in map(json.loads, stream) if r["kind"] == "eval"][-1]
+    return [r for r in read_jsonl(os.path.join(out, "metrics.jsonl")) if r["kind"] == "eval"][-1]
 
 
 def evaluate_one_process(data_root, out, capsys):
@@ -70,8 +65,9 @@ def evaluate_one_process(data_root, out, capsys):
     return accuracy(capsys.readouterr().out), last_eval(out + "-eval")["images"]
 
 
-@pytest.mark.parametrize("launcher", ["spawn3", "torchrun2"])
-def test_distributed_run_matches_single_process_evaluation(launcher, data_root, tmp_path, capsys):
+@pytest.mark.slow
+@pytest.mark.parametrize("launcher", [pytest.param("spawn3", marks=pytest.mark.smoke), "torchrun2"])
+def test_distributed_run_matches_single_process_evaluation(launcher, seven_val_images, tmp_path, capsys):
     out = str(tmp_path / launcher)
     if launcher == "spawn3":
         command = [sys.executable, "main.py", "--multiprocessing-distributed", "--device_num", "3", "-b", "6"]
@@ -79,7 +75,7 @@ def test_distributed_run_matches_single_process_evaluation(launcher, data_root, 
     else:
         command = [sys.executable, "-m"] + torchrun(nproc=2) + ["main.py", "-b", "4"]
         world = 2
-    stdout = run(command + SMALL + ["--data", data_root, "--output-dir", out])
+    stdout = run(command + SMALL + ["--data", seven_val_images, "--output-dir", out])
     steps = [r for r in modelzoo_format.parse_log(stdout.splitlines()) if r["kind"] == "step"]
     assert [(r["epoch"], r["step"]) for r in steps] == [(0, 0), (0, 1)]  # rank 0 alone prints
     fps = [r for r in modelzoo_format.parse_log(stdout.splitlines()) if r["kind"] == "fps"]
@@ -88,6 +84,6 @@ def test_distributed_run_matches_single_process_evaluation(launcher, data_root, 
     assert last_eval(out)["images"] == 7
     assert torch_load(os.path.join(out, "checkpoint.pth.tar"), weights_only=True)["args"]["batch_size"] == 2 * world
 
-    single_acc, images = evaluate_one_process(data_root, out, capsys)
+    single_acc, images = evaluate_one_process(seven_val_images, out, capsys)
     assert images == 7
     assert single_acc == distributed_acc

@@ -14,12 +14,15 @@ and still proves learning (a model that learned nothing scores ~10%). About a mi
 import json
 import os
 
+import pytest
+
 import main
 from tests.datasets import make_digits_folder
 
 LEARNED_ACC1 = 80.0  # measured 88.0..92.8 across seeds and CPUs (module docstring); chance is 10
 
 
+@pytest.mark.slow
 def test_digits_reach_80_percent(tmp_path, capsys, one_thread):
     root = make_digits_folder(str(tmp_path / "digits"), size=32)
     out = str(tmp_path / "out")

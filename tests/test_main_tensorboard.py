@@ -8,11 +8,10 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, tiny_run_args
 
 import main
-from tests.datasets import make_image_folder
-from tests.test_tensorboard_log import read_scalars
+from tests.test_tensorboard_sink import read_scalars
 from training.logs.tensorboard_sink import INSTALL_HINT
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -20,14 +19,7 @@ needs_tensorboard = pytest.mark.skipif(importlib.util.find_spec("tensorboard") i
                                        reason="tensorboard (requirements-dev.txt) is not installed for this Python; "
                                               "test_missing_package_stops_before_anything_is_written covers it")
 
-SMALL = ["-a", "shufflenet_v2_x0_5", "-j", "2", "--train-crop-size", "32", "--val-resize-size", "32",
-         "--val-crop-size", "32", "--device", "cpu", "--lr", "0.05", "--seed", "5", "-b", "4"]
-
-
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    return make_image_folder(str(tmp_path_factory.mktemp("tb") / "data"), classes=3, train_per_class=4,
-                             val_per_class=2, size=(36, 36))
+SMALL = tiny_run_args("--lr", "0.05", "--seed", "5", "-b", "4", workers=2)
 
 
 def expected_scalars(path):
@@ -100,6 +92,7 @@ sys.exit(main.main(sys.argv[1:]))
 """
 
 
+@pytest.mark.slow
 def test_missing_package_stops_before_anything_is_written(tmp_path):
     out, board = tmp_path / "out", tmp_path / "board"
     done = subprocess.run([sys.executable, "-c", BLOCKED, "--dummy", "--device", "cpu", "--output-dir", str(out),

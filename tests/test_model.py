@@ -1,6 +1,5 @@
 """ShuffleNetV2: key-for-key torchvision compatible, same outputs and gradients, registry and pretrained loading."""
 import importlib
-import json
 import os
 import sys
 
@@ -10,7 +9,6 @@ import torchvision
 
 import models
 from models import shufflenetv2_wock_op_woct as net
-from training.errors import run_cli
 
 ARCHS = ["shufflenet_v2_x0_5", "shufflenet_v2_x1_0", "shufflenet_v2_x1_5", "shufflenet_v2_x2_0"]
 PARAMS = {"shufflenet_v2_x0_5": 1366792, "shufflenet_v2_x1_0": 2278604,
@@ -57,6 +55,7 @@ def assert_same_forward_backward(ours, theirs, channels_last):
             assert torch.allclose(buf, theirs_buffers[name], atol=1e-6), name
 
 
+@pytest.mark.smoke
 @pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize("arch", ARCHS)
 def test_same_outputs_and_gradients_as_torchvision(arch, channels_last):
@@ -196,59 +195,3 @@ def test_models_import_without_torch_npu_or_apex():
         for key in [k for k in sys.modules if k == "models" or k.startswith("models.")]:
             del sys.modules[key]
         sys.modules.update(saved)
-
-
-def run_tool(module, argv, capsys):
-    """(exit code, stdout lines, stderr) of a tool's main() run in this process, as the command line runs it."""
-    code = run_cli(module.main, argv)
-    captured = capsys.readouterr()
-    return code, captured.out.strip().splitlines(), captured.err
-
-
-def load_tool(name):
-    return importlib.import_module("tools." + name)
-
-
-def test_bench_model_reports_every_layout_and_impl(capsys):
-    bench = load_tool("bench_model")
-    code, lines, _ = run_tool(bench, ["--device", "cpu", "--arch", "shufflenet_v2_x0_5", "--batch-size", "2",
-                                      "--rounds", "2", "--steps", "1", "--image-size", "32", "--threads", "1",
-                                      "--shuffle-impl", "auto", "index_select"], capsys)
-    assert code == 0
-    report = json.loads(lines[-1])
-    assert [(r["device"], r["layout"], r["batch_size"]) for r in report["results"]] == [
-        ("cpu", "nchw", 2), ("cpu", "channels_last", 2)]
-    ratios = []
-    for row in report["results"]:
-        assert set(row["ours"]) == {"ours", "ours[index_select]"} and row["torchvision_img_s"] > 0
-        for figures in row["ours"].values():
-            assert figures["img_s"] > 0 and figures["ratio"] > 0
-            ratios.append(figures["ratio"])
-    assert report["min_ratio"] == min(ratios)
-    assert sum(1 for line in lines if line.startswith("cpu ")) >= 4  # table rows
-
-
-def test_bench_tools_refuse_bad_input_in_one_line(capsys, monkeypatch):
-    bench = load_tool("bench_model")
-    code, _, err = run_tool(bench, ["--arch", "resnet50"], capsys)
-    assert code == 2 and err.strip().startswith("error: unknown --arch 'resnet50'") and len(err.splitlines()) == 1
-    gpu = load_tool("bench_gpu")
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    code, _, err = run_tool(gpu, [], capsys)
-    assert code == 2 and err.strip().startswith("error: no CUDA GPU here") and len(err.splitlines()) == 1
-    code, _, err = run_tool(gpu, ["--device", "cpu"], capsys)
-    assert code == 2 and "add --tiny" in err
-    code, _, err = run_tool(gpu, ["--device", "cpu", "--tiny", "--steps", "0"], capsys)
-    assert code == 2 and err.strip() == "error: --steps must be at least 1, got 0"
-
-
-def test_bench_gpu_dry_run_on_cpu(capsys):
-    gpu = load_tool("bench_gpu")
-    code, lines, _ = run_tool(gpu, ["--device", "cpu", "--tiny"], capsys)
-    assert code == 0
-    report = json.loads(lines[-1])
-    (row,) = report["results"]
-    assert (row["arch"], row["layout"], row["batch_size"], row["compile"]) == (
-        "shufflenet_v2_x1_0", "channels_last", 4, False)
-    assert row["ours"]["ours"]["img_s"] > 0 and report["hardware"]["cpu_cores"] >= 1
-    assert report["loader"]["img_s"] > 0, report["loader"]

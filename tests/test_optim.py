@@ -1,9 +1,11 @@
-"""training/optim.py: per-iteration warm-up, cosine and linear decay."""
+"""training/optim.py: per-iteration warm-up, cosine and linear decay; weight-decay groups."""
 import math
 
 import pytest
 import torch
+from conftest import small_net
 
+from training import optim
 from training.optim import LrSchedule, lr_at
 
 
@@ -39,3 +41,12 @@ def test_schedule_sets_every_group_and_is_independent_of_the_split_into_runs():
 def test_unknown_schedule_is_rejected():
     with pytest.raises(ValueError, match="unknown LR schedule 'step'"):
         LrSchedule(0.1, 1, 1, 0, "step")
+
+
+def test_weight_decay_groups():
+    net = small_net()
+    groups = optim.parameter_groups(net, 1e-4, norm_weight_decay=0.0, bias_weight_decay=0.0)
+    by_wd = {g["weight_decay"]: len(g["params"]) for g in groups}
+    assert by_wd == {1e-4: 2, 0.0: 4}  # conv + fc weights; BN weight/bias + conv/fc biases
+    assert len(optim.parameter_groups(net, 1e-4)) == 1  # defaults: one group with --wd
+    assert sum(len(g["params"]) for g in optim.parameter_groups(net, 1e-4, 0.0)) == 6

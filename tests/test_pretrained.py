@@ -10,15 +10,13 @@ import torch
 import torchvision
 
 from tests.datasets import make_image_folder
+from tools import demo, export_onnx
 from training.checkpoints import pretrained
 from training.checkpoints.checkpoint import atomic_save, build_checkpoint
 from training.data.decode import MEAN, STD
 from training.data.loaders import load_val_image
 from training.errors import UserError
 
-from tools import demo, export_onnx
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 TRAIN_CROP, RESIZE, CROP = 40, 44, 40  # not 224/256, so a tool that ignores the checkpoint's sizes differs
 ARCH = "shufflenet_v2_x0_5"

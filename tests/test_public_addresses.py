@@ -9,7 +9,8 @@ import os
 import re
 import subprocess
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import REPO_ROOT
+
 STATEMENT = "public_address_statement.md"
 
 URL_RE = re.compile(r"\b(?:https?|ftp)://[^\s<>\"'`()\[\]{}\\|^]+")
@@ -50,15 +51,15 @@ def find_addresses(text):
 
 def repository_files():
     try:
-        output = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO,
+        output = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO_ROOT,
                                 capture_output=True, check=True).stdout.decode("utf-8")
         names = [name for name in output.split("\0") if name]
     except (OSError, subprocess.CalledProcessError):  # not a git checkout: walk the tree
         names = []
-        for folder, dirs, files in os.walk(REPO):
+        for folder, dirs, files in os.walk(REPO_ROOT):
             dirs[:] = [d for d in dirs if not d.startswith(".") and d not in ("__pycache__", "output")]
-            names.extend(os.path.relpath(os.path.join(folder, f), REPO) for f in files)
-    return sorted(name for name in names if os.path.isfile(os.path.join(REPO, name)))
+            names.extend(os.path.relpath(os.path.join(folder, f), REPO_ROOT) for f in files)
+    return sorted(name for name in names if os.path.isfile(os.path.join(REPO_ROOT, name)))
 
 
 def read_text(path):
@@ -78,7 +79,7 @@ def scan_repository():
     for name in repository_files():
         if name == STATEMENT:
             continue
-        text = read_text(os.path.join(REPO, name))
+        text = read_text(os.path.join(REPO_ROOT, name))
         if text is None:
             continue
         for address in find_addresses(text):
@@ -89,7 +90,7 @@ def scan_repository():
 def statement_rows():
     """{(file, address)} from the statement's table rows `| 文件位置 | 公网地址 | 公网地址用途 |`."""
     rows = set()
-    with open(os.path.join(REPO, STATEMENT), encoding="utf-8") as handle:
+    with open(os.path.join(REPO_ROOT, STATEMENT), encoding="utf-8") as handle:
         for line in handle:
             cells = [cell.strip().strip("`").strip() for cell in line.strip().strip("|").split("|")]
             if not line.lstrip().startswith("|") or len(cells) < 3:
@@ -122,7 +123,7 @@ def test_statement_lists_no_address_that_is_gone():
 
 
 def test_statement_rows_have_a_purpose():
-    with open(os.path.join(REPO, STATEMENT), encoding="utf-8") as handle:
+    with open(os.path.join(REPO_ROOT, STATEMENT), encoding="utf-8") as handle:
         text = handle.read()
     assert "| 文件位置 | 公网地址 | 公网地址用途 |" in text
     for line in text.splitlines():

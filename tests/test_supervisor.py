@@ -11,11 +11,11 @@ import textwrap
 import time
 
 import pytest
+from conftest import REPO_ROOT
 
 from training.launch import supervisor
 from training.launch.supervisor import ProcessSpec
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SLEEPER = "import os, sys, time\nopen(sys.argv[1], 'w').write(str(os.getpid()))\ntime.sleep(120)\n"
 DEAF_SLEEPER = "import signal\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n" + SLEEPER
 FAILER = ("import sys, time\ntime.sleep(0.5)\nprint('step 1 fine')\nprint('error: rank 1 broke', file=sys.stderr)\n"
@@ -96,6 +96,7 @@ def test_cpu_share_splits_the_cores_evenly():
 
 DRIVER = textwrap.dedent("""
     import sys
+    sys.path.insert(0, {repo!r})
     from training.launch import supervisor
     if sys.argv[1] == "watchdog":
         supervisor.parent_death_signal_available = lambda: False
@@ -109,7 +110,7 @@ DRIVER = textwrap.dedent("""
 
 def start_driver(tmp_path, how):
     prefix = str(tmp_path / "pid")
-    driver = subprocess.Popen(python(DRIVER.format(sleeper=SLEEPER), how, prefix), cwd=REPO,
+    driver = subprocess.Popen(python(DRIVER.format(repo=REPO_ROOT, sleeper=SLEEPER), how, prefix),
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True)
     assert wait_until(lambda: all(os.path.exists(prefix + str(rank)) and open(prefix + str(rank)).read()
                                   for rank in range(2)))

@@ -1,7 +1,7 @@
-"""A process waiting for missing peers stays stoppable and has a deadline (issue 10, item 2; also on the torch
-1.8.1 lane): `--world-size 2 --rank 0` without its peer is stopped by SIGTERM or Ctrl-C within seconds with one
-error line naming what it waited for (exit 130), and a short --dist-timeout ends it with one error line (exit 2).
-A port already in use reaches the user of --multiprocessing-distributed as rank 0's own error line."""
+"""training/launch/process_group.py: a process waiting for missing peers stays stoppable and has a deadline (also
+on the torch 1.8.1 lane): `--world-size 2 --rank 0` without its peer is stopped by SIGTERM or Ctrl-C within seconds
+with one error line naming what it waited for (exit 130), and a short --dist-timeout ends it with one error line
+(exit 2). A port already in use reaches the user of --multiprocessing-distributed as rank 0's own error line."""
 import os
 import signal
 import socket
@@ -10,13 +10,12 @@ import sys
 import time
 
 import pytest
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, tiny_run_args
 
 from training.launch import modes
 
-LONE = ["--dummy", "-a", "shufflenet_v2_x0_5", "-b", "2", "--epochs", "1", "--steps-per-epoch", "1",
-        "--train-crop-size", "32", "--val-crop-size", "32", "--val-resize-size", "32", "--device", "cpu",
-        "-j", "0", "--seed", "0"]
+LONE = tiny_run_args("--dummy", "-b", "2", "--epochs", "1", "--steps-per-epoch", "1", "--seed", "0")
+pytestmark = pytest.mark.slow  # each test starts main.py processes that wait for peers: 4-27 s
 STOP_SECONDS = 10  # "within seconds": the wait polls every process_group.POLL_SECONDS
 
 

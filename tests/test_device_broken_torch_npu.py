@@ -12,11 +12,10 @@ import subprocess
 import sys
 
 import pytest
-from conftest import FAKES_DIR, REPO_ROOT
+from conftest import FAKES_DIR, REPO_ROOT, tiny_run_args
 
 CAUSE = "CANN libraries missing (libhccl.so): source test/env_npu.sh"
-TINY_RUN = ["--dummy", "-a", "shufflenet_v2_x0_5", "-b", "2", "--epochs", "1", "--steps-per-epoch", "1",
-            "--train-crop-size", "32", "--val-resize-size", "32", "--val-crop-size", "32", "-j", "0", "-p", "1"]
+TINY_RUN = tiny_run_args("--dummy", "-b", "2", "--epochs", "1", "--steps-per-epoch", "1", "-p", "1")  # + a --device
 
 
 def real_wheel_installed():
@@ -49,6 +48,7 @@ def python(args, env, timeout=240):
                           cwd=REPO_ROOT, timeout=timeout)
 
 
+@pytest.mark.slow
 def test_the_broken_plugin_is_really_there(npu_env):
     """The premise: importing torch_npu fails for the CANN reason (and, on torch >= 2.5, would kill `import torch`
     without the bootstrap)."""
@@ -56,13 +56,16 @@ def test_the_broken_plugin_is_really_there(npu_env):
     assert result.returncode != 0 and "libhccl.so" in result.stderr
 
 
+@pytest.mark.slow
 def test_importing_training_first_keeps_import_torch_alive(npu_env):
     result = python(["-c", "import training, torch; print(torch.ones(2).sum().item())"], npu_env)
     assert (result.returncode, result.stdout) == (0, "2.0\n"), result.stderr[-2000:]
 
 
+@pytest.mark.smoke
+@pytest.mark.slow
 def test_main_auto_falls_back_to_cpu_with_one_warning_line(npu_env, tmp_path):
-    result = python(["main.py", "--device", "auto", "--output-dir", str(tmp_path)] + TINY_RUN, npu_env)
+    result = python(["main.py"] + TINY_RUN + ["--device", "auto", "--output-dir", str(tmp_path)], npu_env)
     assert result.returncode == 0, result.stderr[-2000:]
     expected = "warning: --device auto: torch_npu is installed but cannot be used ({}); using cpu".format(CAUSE)
     assert [line for line in result.stderr.splitlines() if "torch_npu" in line] == [expected]
@@ -72,12 +75,13 @@ def test_main_auto_falls_back_to_cpu_with_one_warning_line(npu_env, tmp_path):
 
 
 def test_main_device_npu_is_one_error_line(npu_env, tmp_path):
-    result = python(["main.py", "--device", "npu", "--output-dir", str(tmp_path)] + TINY_RUN, npu_env)
+    result = python(["main.py"] + TINY_RUN + ["--device", "npu", "--output-dir", str(tmp_path)], npu_env)
     assert result.returncode == 2
     assert result.stderr.splitlines() == ["error: --device npu: torch_npu cannot be used ({})".format(CAUSE)]
     assert os.listdir(str(tmp_path)) == []
 
 
+@pytest.mark.slow
 def test_a_tool_still_works(npu_env, tmp_path):
     """tools/export_onnx.py imports torch and the model; --device npu in tools/demo.py is one error line too."""
     import torch

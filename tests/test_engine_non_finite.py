@@ -1,6 +1,7 @@
-"""A diverging run stops (issue 10, item 3): a non-finite loss at a step line or the epoch end, or non-finite
-weights before a save, end the run with one error line naming epoch, step and value and suggesting a lower --lr
-(exit 2), and no checkpoint file ever holds non-finite weights; --lr nan is refused before anything starts."""
+"""training/engine.py's non-finite checks: a diverging run stops, a non-finite loss at a step line or the epoch end,
+or non-finite weights before a save, end the run with one error line naming epoch, step and value and suggesting a
+lower --lr (exit 2), and no checkpoint file ever holds non-finite weights; --lr nan is refused before anything
+starts."""
 import glob
 import os
 import re
@@ -9,23 +10,17 @@ import sys
 
 import pytest
 import torch
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, tiny_run_args
 
 import main
-from tests.datasets import make_image_folder
 from training import engine
 from training.checkpoints.checkpoint import torch_load
 
-TINY = ["-a", "shufflenet_v2_x0_5", "-b", "4", "-j", "1", "--train-crop-size", "32", "--val-resize-size", "32",
-        "--val-crop-size", "32", "--device", "cpu", "-p", "1", "--seed", "0"]
+TINY = tiny_run_args("-b", "4", "-p", "1", "--seed", "0", workers=1)
+IMAGE_FOLDER = dict(classes=2, train_per_class=4, val_per_class=1)  # data_root's shape (conftest.py)
 
 
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    return make_image_folder(str(tmp_path_factory.mktemp("finite") / "data"), classes=2, train_per_class=4,
-                             val_per_class=1, size=(36, 36))
-
-
+@pytest.mark.slow
 def test_a_diverging_run_stops_with_one_line_and_saves_no_nan(data_root, tmp_path):
     out = tmp_path / "out"
     result = subprocess.run([sys.executable, os.path.join(REPO_ROOT, "main.py"), "--data", data_root, "--lr", "1e6",

@@ -1,4 +1,4 @@
-"""training/decode.py against torchvision: crop box sampling, colour jitter, reduced decoding (PSNR)."""
+"""training/data/decode.py against torchvision: crop box sampling, reduced decoding (PSNR), image modes."""
 import os
 import random
 
@@ -12,7 +12,6 @@ from scipy.stats import ks_2samp
 from sklearn.datasets import load_sample_images
 
 from training.data import decode
-from training.data import device_preprocess
 
 
 pytestmark = pytest.mark.usefixtures("decode_path")  # every test: fast decoder and Pillow (conftest.py)
@@ -78,55 +77,6 @@ def test_crop_box_fallback_equals_torchvision(size):
     """Where no try can fit (extreme aspect), the central box clamped to the ratio is torchvision's exactly."""
     width, height = size
     assert tuple(_our_boxes(width, height, 1)[0]) == tuple(_torchvision_boxes(width, height, 1)[0])
-
-
-def _reference_jitter(images, factors, order):
-    """torchvision's functional tensor ops, one image at a time, in the given order."""
-    functions = {device_preprocess.BRIGHTNESS: TF.adjust_brightness, device_preprocess.CONTRAST: TF.adjust_contrast,
-                 device_preprocess.SATURATION: TF.adjust_saturation}
-    out = []
-    for image, row, steps in zip(images, factors.tolist(), order.tolist()):
-        for op in steps:
-            image = functions[op](image, row[op])
-        out.append(image)
-    return torch.stack(out)
-
-
-@pytest.mark.parametrize("strength", [0.2, 0.4, 1.5])
-def test_batched_and_per_image_jitter_equal_torchvision(strength):
-    generator = torch.Generator()
-    generator.manual_seed(1)
-    images = torch.rand(12, 3, 9, 7, generator=generator)
-    factors, order = device_preprocess.sample_jitter(12, strength, generator)
-    expected = _reference_jitter(images, factors, order)
-    batched = device_preprocess.color_jitter_(images.clone(), factors, order)
-    assert torch.allclose(batched, expected, atol=2e-6)
-    one = images.clone()
-    for i in range(12):
-        device_preprocess.color_jitter_one_(one[i], factors[i].tolist(), order[i].tolist())
-    assert torch.allclose(one, expected, atol=2e-6)
-    # The 0..255 scale used by DevicePreprocess gives 255 times the same result.
-    scaled = device_preprocess.color_jitter_(images * 255.0, factors, order, bound=255.0)
-    assert torch.allclose(scaled / 255.0, expected, atol=1e-5)
-    assert (expected - images).abs().max() > 0.01  # the jitter did something
-
-
-def test_jitter_factors_and_orders_are_torchvisions_distribution():
-    generator = torch.Generator()
-    generator.manual_seed(0)
-    factors, order = device_preprocess.sample_jitter(6000, 0.4, generator)
-    assert factors.min() >= 0.6 and factors.max() <= 1.4
-    assert abs(factors.mean().item() - 1.0) < 0.01
-    assert torch.equal(order.sort(dim=1).values, torch.arange(3).expand(6000, 3))
-    counts = {}
-    for row in order.tolist():
-        counts[tuple(row)] = counts.get(tuple(row), 0) + 1
-    assert len(counts) == 6 and min(counts.values()) > 900  # all 6 orders, about 1000 each
-    again = torch.Generator()
-    again.manual_seed(0)
-    assert torch.equal(device_preprocess.sample_jitter(6000, 0.4, again)[0], factors)
-    low_factors, _ = device_preprocess.sample_jitter(100, 1.5, generator)
-    assert low_factors.min() >= 0.0  # lower bound max(0, 1 - s), as torchvision
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -12,29 +12,17 @@ import sys
 import pytest
 import torch
 import torchvision
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, tiny_run_args
 
 import main
-from tests.datasets import make_image_folder
 from training.checkpoints.checkpoint import torch_load
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-SMALL = ["-a", "shufflenet_v2_x0_5", "-j", "0", "--train-crop-size", "32", "--val-resize-size", "32",
-         "--val-crop-size", "32", "--device", "cpu", "--lr", "0.05", "--seed", "11", "--epochs", "2",
-         "--steps-per-epoch", "2", "-p", "1", "--eval-freq", "1", "--model-ema", "0.5"]
+SMALL = tiny_run_args("--lr", "0.05", "--seed", "11", "--epochs", "2", "--steps-per-epoch", "2", "-p", "1",
+                      "--eval-freq", "1", "--model-ema", "0.5")
 needs_compile = pytest.mark.skipif(not hasattr(torch, "compile"), reason="torch.compile came with torch 2.0 "
                                    "(test_no_torch_compile_is_one_error_line covers this torch)")
-
-
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    return make_image_folder(str(tmp_path_factory.mktemp("compile") / "data"), classes=3, train_per_class=4,
-                             val_per_class=2, size=(36, 36))
-
-
-def load(path):
-    return torch_load(path)
 
 
 def assert_torchvision_loads(saved):
@@ -53,6 +41,7 @@ def assert_close(a, b, **tolerance):
                 assert torch.equal(a[key][name], b[key][name]), (key, name)
 
 
+@pytest.mark.slow
 @needs_compile
 def test_compiled_amp_ema_run_saves_torchvision_keys_and_trains_like_eager(data_root, tmp_path, capsys,
                                                                           monkeypatch):
@@ -67,7 +56,8 @@ def test_compiled_amp_ema_run_saves_torchvision_keys_and_trains_like_eager(data_
     assert main.main(argv + ["--compile", "--compile-backend", "aot_eager", "--output-dir", compiled]) == 0
     assert backends == ["aot_eager"]
     capsys.readouterr()
-    a, b = load(os.path.join(plain, "checkpoint.pth.tar")), load(os.path.join(compiled, "checkpoint.pth.tar"))
+    a = torch_load(os.path.join(plain, "checkpoint.pth.tar"))
+    b = torch_load(os.path.join(compiled, "checkpoint.pth.tar"))
     assert_torchvision_loads(b)
     assert b["args"]["compile"] is True and a["epoch"] == b["epoch"] == 2
     # the same arithmetic up to bfloat16 rounding in a different order: close, and trained (not the initial weights)
@@ -76,6 +66,7 @@ def test_compiled_amp_ema_run_saves_torchvision_keys_and_trains_like_eager(data_
     assert not torch.equal(start["fc.weight"], b["state_dict"]["fc.weight"])
 
 
+@pytest.mark.slow
 @needs_compile
 def test_compiled_ddp_run_matches_the_plain_ddp_run(data_root, tmp_path):
     outs = {}
@@ -87,7 +78,7 @@ def test_compiled_ddp_run_matches_the_plain_ddp_run(data_root, tmp_path):
                                "-b", "4"] + SMALL + ["--data", data_root, "--output-dir", outs[name]] + extra,
                               capture_output=True, text=True, env=env, cwd=REPO_ROOT, timeout=600)
         assert done.returncode == 0, done.stderr[-3000:]
-    a, b = load(os.path.join(outs["plain"], "checkpoint.pth.tar")), load(os.path.join(outs["compiled"],
+    a, b = torch_load(os.path.join(outs["plain"], "checkpoint.pth.tar")), torch_load(os.path.join(outs["compiled"],
                                                                                       "checkpoint.pth.tar"))
     assert_torchvision_loads(b)
     assert_close(a, b, rtol=1e-4, atol=1e-6)

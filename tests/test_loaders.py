@@ -1,18 +1,17 @@
-"""training/loaders.py: folders and their errors, loaders, seeds, sharding, bad images, device preprocessing."""
+"""training/data/loaders.py: folders and their errors, loaders, seeds, sharding, bad images, synthetic data."""
 import logging
 import os
 import shutil
 
 import numpy as np
 import pytest
+from conftest import REPO_ROOT
 import torch
-import torchvision.transforms.functional as TF
 
 from tests.datasets import make_image_folder
 from training.data import decode
-from training.data import device_preprocess
 from training.data import loaders
-from training.errors import UserError, run_cli
+from training.errors import UserError
 
 
 pytestmark = pytest.mark.usefixtures("decode_path")  # every test: fast decoder and Pillow (conftest.py)
@@ -103,6 +102,7 @@ def test_empty_train_folder_fails_at_start(tmp_path):
 # Loaders
 
 
+@pytest.mark.smoke
 def test_train_batches_are_uint8_and_reproducible_with_any_worker_count(root):
     train_dir = os.path.join(root, "train")
     loader, sampler = loaders.build_train_loader(train_dir, 5, 0, crop_size=32, seed=7)
@@ -219,37 +219,7 @@ def test_strict_data_raises_user_error_naming_the_file(root):
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Device side
-
-
-def _reference(images_uint8, factors=None, order=None):
-    out = []
-    for k, image in enumerate(images_uint8.float() / 255.0):
-        if factors is not None:
-            for op in order[k].tolist():
-                function = {0: TF.adjust_brightness, 1: TF.adjust_contrast, 2: TF.adjust_saturation}[op]
-                image = function(image, factors[k, op].item())
-        out.append(TF.normalize(image, decode.MEAN, decode.STD))
-    return torch.stack(out)
-
-
-def test_device_preprocess_normalizes_and_jitters_like_torchvision():
-    images = torch.randint(0, 256, (6, 3, 10, 12), dtype=torch.uint8)
-    original = images.clone()
-    plain = device_preprocess.DevicePreprocess(jitter=0.4)(images, train=False)
-    assert plain.dtype == torch.float32 and torch.allclose(plain, _reference(images), atol=1e-5)
-    generator = torch.Generator()
-    generator.manual_seed(5)
-    jittered = device_preprocess.DevicePreprocess(jitter=0.4, generator=generator)(images, train=True)
-    generator.manual_seed(5)
-    factors, order = device_preprocess.sample_jitter(6, 0.4, generator)
-    assert torch.allclose(jittered, _reference(images, factors, order), atol=1e-4)
-    assert torch.equal(images, original)  # the input is never modified
-    assert torch.allclose(device_preprocess.DevicePreprocess(jitter=0.0)(images, train=True), plain)
-    last = device_preprocess.DevicePreprocess(channels_last=True)(images, train=False)
-    assert last.is_contiguous(memory_format=torch.channels_last) and torch.allclose(last, plain)
-    with pytest.raises(UserError):
-        device_preprocess.DevicePreprocess(jitter=-1)
+# Synthetic data
 
 
 def test_synthetic_loader_yields_uint8_batches_on_the_device():
@@ -263,37 +233,7 @@ def test_synthetic_loader_yields_uint8_batches_on_the_device():
 
 
 # ----------------------------------------------------------------------------------------------------------
-# tools/bench_loader.py
-
-
-def test_bench_loader_makes_imagenet_like_data_and_prints_json(tmp_path, capsys, decode_path):
-    import json
-
-    from PIL import Image
-
-    from tools import bench_loader
-
-    root = str(tmp_path / "bench")
-    assert bench_loader.main(["--make-data", root, "--count", "24"]) == 0
-    samples, classes = loaders.scan_folder(os.path.join(root, "train"))
-    assert len(samples) == 24 and len(classes) == 10
-    with Image.open(samples[0][0]) as image:
-        assert image.format == "JPEG" and max(image.size) >= 400
-    capsys.readouterr()
-    assert bench_loader.main(["--data", root, "--workers", "0", "--batches", "1", "--batch-size", "4",
-                              "--rounds", "1", "--max-workers", "1"]) == 0
-    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert result["workers"] == 0 and result["ours_img_s"] > 0 and result["torchvision_img_s"] > 0
-    assert result["fast_decode"] == (decode_path == "fast")
-    assert result["ratio"] == pytest.approx(result["ours_img_s"] / result["torchvision_img_s"], rel=0.05)
-    ours_ms = result["ours_loader_cpu_ms_per_img"]
-    assert result["ratio_per_cpu_second"] == pytest.approx(result["torchvision_cpu_ms_per_img"] / ours_ms, rel=0.05)
-    stages = ["read", "header", "decode", "resize"] if decode_path == "fast" else ["read", "decode", "resize"]
-    assert list(result["stages_cpu_ms"]) == stages + ["collate", "device"]
-    assert all(value >= 0 for value in result["stages_cpu_ms"].values()) and result["stages_cpu_ms"]["decode"] > 0
-    assert list(result["workers_img_s"]) == ["1"] and result["workers_img_s"]["1"] > 0
-    assert run_cli(bench_loader.main, ["--workers", "0"]) == 2  # no --data: one-line error, non-zero exit
-    assert run_cli(bench_loader.main, ["--data", root, "--rounds", "0"]) == 2  # was a StatisticsError traceback
+# Crop scale
 
 
 def test_train_crop_scale_reaches_the_crop_boxes(root, monkeypatch):
@@ -312,13 +252,6 @@ def test_train_crop_scale_reaches_the_crop_boxes(root, monkeypatch):
     assert len(areas) == 24
     # rounding the box to whole pixels moves the area fraction by a few percent on a 48x40 image
     assert all(0.62 <= a <= 0.98 for a in areas), areas
-
-
-def test_jitter_factors_reach_the_device_unchanged():
-    factors, order = device_preprocess.sample_jitter(5, 0.4, torch.Generator().manual_seed(3))
-    on_device_factors, on_device_order = device_preprocess.upload_jitter(factors, order, torch.device("cpu"))
-    assert torch.equal(on_device_factors, factors)
-    assert torch.equal(on_device_order, order) and on_device_order.dtype == torch.int64
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -364,6 +297,7 @@ for batches in (loader, val):
 """
 
 
+@pytest.mark.slow
 def test_missing_fast_packages_fall_back_with_one_warning_line(root, decode_path, monkeypatch):
     """simplejpeg and cv2 blocked in a subprocess (2 workers): one warning line, batches of the same shapes and
     dtype as with the packages present."""
@@ -371,8 +305,7 @@ def test_missing_fast_packages_fall_back_with_one_warning_line(root, decode_path
     import sys
 
     monkeypatch.delenv(decode.FAST_DECODE_ENV, raising=False)
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    result = subprocess.run([sys.executable, "-c", _BLOCKED, root], cwd=repo, capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-c", _BLOCKED, root], cwd=REPO_ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     warnings = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(warnings) == 1 and warnings[0].startswith("warning: fast JPEG decoding off"), warnings

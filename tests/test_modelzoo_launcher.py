@@ -19,17 +19,16 @@ import textwrap
 import time
 
 import pytest
+from conftest import REPO_ROOT
 
 from training import options as main_options
 from tests.datasets import make_image_folder
+from tools import modelzoo_summary
 from training.checkpoints import checkpoint as ckpt
 from training.launch import modelzoo
 from training.logs import modelzoo_format
 from training.launch import supervisor
-from training.errors import UserError, run_cli
-from tools import modelzoo_summary
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 NUMERIC_KEYS = ("RankSize", "BatchSize", "ActualFPS", "TrainingTime", "ActualLoss", "E2ETrainingTime")
@@ -40,7 +39,7 @@ TINY_DEFAULT_PRECISION = ["--arch=shufflenet_v2_x0_5", "--train-crop-size=32", "
 TINY = TINY_DEFAULT_PRECISION + ["--precision_mode=must_keep_origin_dtype"]
 
 
-def launch(script, args, repo=REPO, env=None, timeout=240):
+def launch(script, args, repo=REPO_ROOT, env=None, timeout=240):
     full_env = dict(os.environ)
     for name in ("MASTER_PORT", "MASTER_ADDR", "ASCEND_DEVICE_ID", "OMP_NUM_THREADS"):
         full_env.pop(name, None)
@@ -94,6 +93,8 @@ def tiny_data(tmp_path_factory):
     return make_image_folder(str(tmp_path_factory.mktemp("tiny")), classes=2, train_per_class=4, val_per_class=3)
 
 
+@pytest.mark.smoke
+@pytest.mark.slow
 def test_performance_1p_on_synthetic_data(tmp_path):
     out = str(tmp_path)
     result = launch("train_performance_1p.sh", ["--output_root=" + out, "--batch_size=4", "--device_id=3",
@@ -113,6 +114,7 @@ def test_performance_1p_on_synthetic_data(tmp_path):
     assert len([r for r in records if r["kind"] == "step"]) == 3  # --steps-per-epoch=3 won over the CPU shrink
 
 
+@pytest.mark.slow
 def test_full_1p_with_the_paper_recipe_on_tiny_image_folder(tmp_path, tiny_data):
     """Also proves that main.py accepts every flag of the paper recipe, BN recalibration included, that the
     checkpoint records the recipe, and that a two-value flag passes through in the `--flag=a b` form."""
@@ -129,6 +131,7 @@ def test_full_1p_with_the_paper_recipe_on_tiny_image_folder(tmp_path, tiny_data)
     assert list(saved["train_crop_scale"]) == [0.5, 1.0] and saved["seed"] == 49
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script, mode, extra", [
     ("train_performance_8p.sh", "perf", ["--steps-per-epoch=3", "--batch_size=4"]),
     ("train_full_8p.sh", "acc", ["--epochs=1", "-b", "4"]),  # main.py's spellings: -b N, --data DIR
@@ -146,6 +149,7 @@ def test_8p_scripts_run_two_cpu_processes_with_one_log_each(tmp_path, tiny_data,
     assert "FPS@all" in rank0 and "FPS@all" not in rank1  # each rank its own file; rank 0 prints the figures
 
 
+@pytest.mark.slow
 def test_a_batch_too_large_for_the_data_fails_before_moving_the_previous_run(tmp_path, tiny_data):
     """main.py --check-only runs first: the earlier run's checkpoints stay where --resume expects them."""
     out = str(tmp_path / "out")
@@ -218,10 +222,10 @@ def test_help_names_both_spellings_and_exits_0():
 
 
 def test_test_folder_keeps_at_most_120_lines_of_bash_besides_env_npu():
-    scripts = [name for name in os.listdir(os.path.join(REPO, "test")) if name.endswith(".sh")]
+    scripts = [name for name in os.listdir(os.path.join(REPO_ROOT, "test")) if name.endswith(".sh")]
     assert sorted(scripts) == ["env_npu.sh", "train_full_1p.sh", "train_full_8p.sh", "train_performance_1p.sh",
                                "train_performance_8p.sh"]
-    lines = sum(len(open(os.path.join(REPO, "test", name)).read().splitlines())
+    lines = sum(len(open(os.path.join(REPO_ROOT, "test", name)).read().splitlines())
                 for name in scripts if name != "env_npu.sh")
     assert lines <= 120
 
@@ -305,7 +309,7 @@ def test_ranks_are_bound_to_their_share_of_cores_on_aarch64_only(tmp_path):
 
 def sourced_environment(env, source=True):
     """The environment after sourcing env_npu.sh (or not); fails if the script prints anything."""
-    script = 'source "{}" && env -0'.format(os.path.join(REPO, "test", "env_npu.sh")) if source else "env -0"
+    script = 'source "{}" && env -0'.format(os.path.join(REPO_ROOT, "test", "env_npu.sh")) if source else "env -0"
     result = subprocess.run(["bash", "-c", script], capture_output=True, env=env)
     assert result.returncode == 0 and result.stderr == b""
     items = [item for item in result.stdout.split(b"\0") if item]
@@ -333,7 +337,6 @@ def test_env_npu_sources_set_env_from_the_install_path(tmp_path):
                                       "COMBINED_ENABLE", "HCCL_WHITELIST_DISABLE")} == {
         "ASCEND_SLOG_PRINT_TO_STDOUT": "0", "ASCEND_GLOBAL_LOG_LEVEL": "3", "ASCEND_GLOBAL_EVENT_ENABLE": "0",
         "TASK_QUEUE_ENABLE": "1", "PTCOPY_ENABLE": "1", "COMBINED_ENABLE": "1", "HCCL_WHITELIST_DISABLE": "1"}
-
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -405,12 +408,12 @@ FAKE_MODES = 'DEFAULT_PORT = 29688\n\n\ndef free_port():\n    return 45678\n'
 def fake_repo(tmp_path):
     """A copy of the launchers and the summary module next to a fake main.py."""
     root = tmp_path / "repo"
-    shutil.copytree(os.path.join(REPO, "test"), str(root / "test"),
+    shutil.copytree(os.path.join(REPO_ROOT, "test"), str(root / "test"),
                     ignore=shutil.ignore_patterns("output"))
     os.makedirs(str(root / "tools"))
     for name in ("__init__.py", "modelzoo_summary.py", "modelzoo_launch.py"):
-        shutil.copy(os.path.join(REPO, "tools", name), str(root / "tools"))
-    shutil.copytree(os.path.join(REPO, "training"), str(root / "training"),
+        shutil.copy(os.path.join(REPO_ROOT, "tools", name), str(root / "tools"))
+    shutil.copytree(os.path.join(REPO_ROOT, "training"), str(root / "training"),
                     ignore=shutil.ignore_patterns("__pycache__"))
     (root / "training" / "device.py").write_text(FAKE_DEVICE)
     (root / "training" / "launch" / "modes.py").write_text(FAKE_MODES)
@@ -529,6 +532,7 @@ def test_second_node_of_a_multi_node_run(fake_repo):
     assert result.returncode == 2 and "--master_addr=IP" in result.stderr
 
 
+@pytest.mark.smoke
 def test_a_failing_rank_stops_the_others_and_fails_the_launch(fake_repo):
     out = os.path.join(fake_repo, "out")
     write_previous_run(os.path.join(out, "0"))
@@ -559,7 +563,7 @@ def test_a_rank_deaf_to_sigterm_is_killed_after_the_grace_period(fake_repo, tmp_
 
 
 def test_ranks_die_when_the_launcher_is_sigkilled(fake_repo, tmp_path):
-    """Issue 10 item 5: kill -9 of the launcher used to leave both ranks training."""
+    """kill -9 of the launcher once left both ranks training."""
     out = os.path.join(fake_repo, "out")
     pid_file = str(tmp_path / "pid")
     env = dict(os.environ, FAKE_BEHAVIOUR="hang", FAKE_PID_FILE=pid_file)
@@ -693,67 +697,6 @@ def test_modelzoo_switches_are_accepted_and_named_as_ignored(fake_repo):
     assert "--profiling: accepted for ModelZoo compatibility, no effect here" in result.stdout
     call, = recorded_calls(os.path.join(out, "0", "train_0.log"))
     assert not any("dump" in arg or "profiling" in arg for arg in call["argv"])
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# The summary module on its own
-
-
-def sample_log():
-    head = modelzoo_format.prefix("npu", 0)
-    return [
-        modelzoo_format.format_step(head, 0, 0, 2, [("Loss", 7.0, 7.0, ".4e")]),
-        modelzoo_format.format_step(head, 0, 1, 2, [("Loss", 6.5, 6.75, ".4e")]),
-        modelzoo_format.format_fps(head, 1000.0, 1.0),
-        "[npu id: 0 ] Test: [0/1]\tLoss 9.9e+00 (9.9e+00)",
-        modelzoo_format.format_acc(head, 10.0, 30.0),
-        modelzoo_format.format_step(head, 1, 1, 2, [("Loss", 5.25, 5.5, ".4e")]),
-        modelzoo_format.format_fps(head, 2000.0, 0.5),
-        modelzoo_format.format_acc(head, 20.0, 40.0),
-        modelzoo_format.format_acc(head, 99.0, 99.0, tag=modelzoo_format.EMA_ACC_TAG),
-    ]
-
-
-def test_summary_takes_last_fps_last_training_loss_and_model_accuracy():
-    summary = modelzoo_summary.summarize(sample_log(), network="Net", rank_size=8, batch_size=1024, mode="acc",
-                                         e2e_seconds=12.7, device_type="aarch64")
-    assert summary == [("Network", "Net"), ("RankSize", 8), ("BatchSize", 1024), ("DeviceType", "aarch64"),
-                       ("CaseName", "Net_bs1024_8p_acc"), ("ActualFPS", "2000.000"), ("TrainingTime", "0.5120"),
-                       ("ActualLoss", "5.2500"), ("TrainAccuracy", "20.000"), ("E2ETrainingTime", "12")]
-    assert modelzoo_summary.final_lines(summary) == ["Final Performance images/sec : 2000.000",
-                                                     "Final Train Accuracy : 20.000",
-                                                     "E2E Training Duration sec : 12"]
-
-
-def test_summary_refuses_logs_of_unfinished_runs():
-    lines = sample_log()
-    with pytest.raises(UserError, match="FPS@all"):
-        modelzoo_summary.summarize(lines[:2], network="Net", rank_size=1, batch_size=8, mode="perf", e2e_seconds=1)
-    with pytest.raises(UserError, match="AVG-ACC"):
-        modelzoo_summary.summarize(lines[:3], network="Net", rank_size=1, batch_size=8, mode="acc", e2e_seconds=1)
-    assert dict(modelzoo_summary.summarize(
-        lines[:3], network="Net", rank_size=1, batch_size=8, mode="perf", e2e_seconds=1))["ActualFPS"] == "1000.000"
-
-
-def test_summary_command_writes_file_atomically(tmp_path, capsys):
-    log = tmp_path / "train_0.log"
-    log.write_text("\n".join(sample_log()) + "\n")
-    code = modelzoo_summary.main([str(log), "--network", "Net", "--rank-size", "1", "--batch-size", "256",
-                                  "--mode", "perf", "--e2e-seconds", "5", "--output-dir", str(tmp_path)])
-    assert code == 0
-    assert sorted(os.listdir(str(tmp_path))) == ["Net_bs256_1p_perf.log", "train_0.log"]
-    values = modelzoo_summary.read_summary(str(tmp_path / "Net_bs256_1p_perf.log"))
-    assert values["TrainingTime"] == "0.1280" and "TrainAccuracy" not in values
-    assert "Final Performance images/sec : 2000.000" in capsys.readouterr().out
-    code = run_cli(modelzoo_summary.main, [str(tmp_path / "missing.log"), "--rank-size", "1", "--batch-size", "1",
-                                           "--mode", "perf", "--e2e-seconds", "1", "--output-dir", str(tmp_path)])
-    assert code == 2
-    assert capsys.readouterr().err.startswith("error: training log")
-    # an output folder that does not exist yet is made (the README's example writes to a fresh /tmp/summary)
-    fresh = tmp_path / "new" / "summary"
-    assert modelzoo_summary.main([str(log), "--rank-size", "1", "--batch-size", "256", "--mode", "perf",
-                                  "--e2e-seconds", "5", "--output-dir", str(fresh)]) == 0
-    assert os.listdir(str(fresh)) == ["Shufflenetv2_ID0099_for_PyTorch_bs256_1p_perf.log"]
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
-"""Ctrl-C stops a run with data workers cleanly (issue 10, item 9): the workers ignore SIGINT and leave the stop to
-their parent, so the terminal's SIGINT to the whole process group ends in the parent's one error line, exit 130,
-and no worker traceback."""
+"""Ctrl-C stops a run with data workers cleanly (training/data/loaders.py): the workers ignore SIGINT and leave the
+stop to their parent, so the terminal's SIGINT to the whole process group ends in the parent's one error line, exit
+130, and no worker traceback."""
 import glob
 import os
 import signal
@@ -10,14 +10,9 @@ import sys
 import pytest
 from conftest import REPO_ROOT
 
-from tests.datasets import make_image_folder
 from training.data.loaders import IgnoreInterrupts
 
-
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    return make_image_folder(str(tmp_path_factory.mktemp("stop") / "data"), classes=2, train_per_class=24,
-                             val_per_class=2, size=(48, 48))
+IMAGE_FOLDER = dict(classes=2, train_per_class=24, val_per_class=2, size=(48, 48))  # data_root's shape (conftest.py)
 
 
 def children():
@@ -45,7 +40,7 @@ def test_loader_workers_ignore_sigint(data_root):
     for loader, quiet in ((plain, False), (train, True), (val, True)):
         before = children()
         iterator = iter(loader)
-        next(iterator)
+        next(iterator), next(iterator)  # a batch from each worker: both have run their worker_init_fn
         workers = children() - before
         assert len(workers) == 2
         assert [ignores_sigint(pid) for pid in workers] == [quiet, quiet]
@@ -60,6 +55,7 @@ def test_worker_init_keeps_the_loaders_own(monkeypatch):
     assert seen == [(signal.SIGINT, signal.SIG_IGN), 3]
 
 
+@pytest.mark.slow
 def test_ctrl_c_to_the_process_group_prints_one_line(data_root, tmp_path):
     out = str(tmp_path / "out")
     process = subprocess.Popen(

@@ -12,16 +12,15 @@ import sys
 import pytest
 import torch
 import torchvision
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, tiny_run_args
 
 import main
-from tests.datasets import make_image_folder
 from training.checkpoints import checkpoint as ckpt
 from training import seeding
 from training.errors import UserError
 
-TINY = ["-a", "shufflenet_v2_x0_5", "-b", "4", "-j", "1", "--train-crop-size", "32", "--val-resize-size", "32",
-        "--val-crop-size", "32", "--device", "cpu"]
+TINY = tiny_run_args("-b", "4", workers=1)
+IMAGE_FOLDER = dict(classes=2, train_per_class=2, val_per_class=1)  # data_root's shape (conftest.py)
 
 
 class Payload:
@@ -65,12 +64,6 @@ def loader(request, monkeypatch):
     return request.param
 
 
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    return make_image_folder(str(tmp_path_factory.mktemp("safe") / "data"), classes=2, train_per_class=2,
-                             val_per_class=1, size=(36, 36))
-
-
 def evil_checkpoint(payload):
     """A checkpoint that looks normal but for one field."""
     return {"epoch": 1, "arch": "shufflenet_v2_x0_5", "best_acc1": 0.0, "args": {"note": payload},
@@ -92,6 +85,7 @@ def test_payloads_are_live(tmp_path):
         os.remove(str(tmp_path / "marker"))
 
 
+@pytest.mark.smoke
 @pytest.mark.parametrize("fmt", ["zipfile", "legacy", "pickle"])
 def test_code_in_a_checkpoint_is_never_run(tmp_path, loader, fmt):
     marker = str(tmp_path / "marker")
@@ -121,6 +115,7 @@ def assert_one_error_line(result, *fragments):
         assert fragment in lines[0], lines[0]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["zipfile", "legacy"])
 def test_main_resume_and_demo_refuse_a_command_in_a_checkpoint(tmp_path, data_root, fmt):
     marker = str(tmp_path / "marker")
@@ -147,6 +142,7 @@ def same(left, right):
     return type(left) is type(right) and left == right
 
 
+@pytest.mark.slow
 def test_main_checkpoint_resumes_in_both_formats(tmp_path, data_root, monkeypatch):
     """A checkpoint main.py wrote (optimizer, RNG, args, classes) loads through the restricted unpickler exactly as
     a full unpickle gives it, and --resume continues from it in the zipfile and the legacy format."""
@@ -169,6 +165,7 @@ def test_main_checkpoint_resumes_in_both_formats(tmp_path, data_root, monkeypatc
         assert ckpt.load_checkpoint(os.path.join(out, "checkpoint.pth.tar"))["epoch"] == 2
 
 
+@pytest.mark.smoke
 @pytest.mark.parametrize("fmt", ["zipfile", "legacy"])
 def test_torchvision_state_dict_loads(tmp_path, loader, fmt):
     model = torchvision.models.shufflenet_v2_x0_5(num_classes=4)

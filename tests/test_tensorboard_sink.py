@@ -1,15 +1,14 @@
 """training/logs/tensorboard_sink.py: metrics.jsonl records written as TensorBoard scalars, read back with TensorBoard's
 own EventAccumulator; a missing tensorboard package is one error line."""
-import os
 import subprocess
 import sys
 
 import pytest
+from conftest import REPO_ROOT
 
 from training.errors import UserError
 from training.logs.tensorboard_sink import INSTALL_HINT, TensorboardSink, open_tensorboard
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 RECORDS = [
     {"kind": "step", "epoch": 0, "step": 0, "steps": 8, "loss": 6.9, "lr": 0.1, "acc1": 0.0, "acc5": 1.5,
@@ -92,7 +91,7 @@ sys.exit(run_cli(lambda argv: open_tensorboard(sys.argv[1])))
 
 def test_missing_tensorboard_package_is_one_error_line(tmp_path):
     log_dir = tmp_path / "tb"
-    done = subprocess.run([sys.executable, "-c", BLOCKED_IMPORT, str(log_dir)], cwd=ROOT, capture_output=True,
+    done = subprocess.run([sys.executable, "-c", BLOCKED_IMPORT, str(log_dir)], cwd=REPO_ROOT, capture_output=True,
                           text=True, timeout=120)
     assert done.returncode == 2
     assert done.stderr == "error: {}\n".format(INSTALL_HINT)

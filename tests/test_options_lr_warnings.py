@@ -1,12 +1,12 @@
 """training/options.py: one warning line when the batch differs from the one the learning rate was tuned for
 (and --lr was not given), naming the linearly scaled value; one when the warm-up covers the whole run."""
 import pytest
+from conftest import tiny_run_args
 
 import main
 from training import options
 
-TINY = ["--dummy", "-a", "shufflenet_v2_x0_5", "--epochs", "1", "--steps-per-epoch", "1", "--train-crop-size", "32",
-        "--val-crop-size", "32", "-j", "0", "--num-classes", "3", "--device", "cpu", "--seed", "1"]
+TINY = tiny_run_args("--dummy", "--epochs", "1", "--steps-per-epoch", "1", "--num-classes", "3", "--seed", "1")
 
 
 def warnings_for(argv):
