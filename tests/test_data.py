@@ -8,6 +8,7 @@ import pytest
 import torch
 import torchvision.transforms.functional as TF
 
+from tests import torchvision_reference
 from tests.datasets import make_image_folder
 from training.data import decode
 from training.data import device_preprocess
@@ -226,11 +227,11 @@ def test_strict_data_raises_user_error_naming_the_file(root):
 
 def _reference(images_uint8, factors=None, order=None):
     out = []
+    functions = torchvision_reference.tensor_colour_ops()  # brightness, contrast, saturation: ops 0, 1, 2
     for k, image in enumerate(images_uint8.float() / 255.0):
         if factors is not None:
             for op in order[k].tolist():
-                function = {0: TF.adjust_brightness, 1: TF.adjust_contrast, 2: TF.adjust_saturation}[op]
-                image = function(image, factors[k, op].item())
+                image = functions[op](image, factors[k, op].item())
         out.append(TF.normalize(image, decode.MEAN, decode.STD))
     return torch.stack(out)
 
