@@ -63,6 +63,12 @@ def has_cpu_autocast():
     return hasattr(torch, "autocast")
 
 
+def onnx_export_folds_batchnorm():
+    """The ONNX exporter folds eval-mode BatchNorm into the convolution before it (its eval peephole pass, torch >=
+    1.6); torch 1.5 writes BatchNormalization nodes."""
+    return hasattr(torch._C, "_jit_pass_onnx_eval_peephole")
+
+
 def newest_onnx_opset():
     """The newest ONNX opset this torch's TorchScript exporter writes (its torch.onnx.symbolic_opsetN modules): 12
     on torch 1.5, 13 from torch 1.8; None where torch.onnx has no such modules (its exporter then decides)."""

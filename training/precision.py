@@ -2,16 +2,17 @@
 
 - apex amp (Ascend or NVIDIA apex, `--amp` on npu/cuda when apex imports; O1/O2 with NpuFusedSGD on NPU),
 - native fp16 autocast + GradScaler (`--amp` on npu/cuda without apex),
-- native bf16 autocast (`--amp` on cpu),
+- native bf16 autocast (`--amp` on cpu; torch >= 1.10, older torch refuses `--amp` on the CPU in one line),
 - fp32 (no `--amp`).
 
-Everything here also runs on the torch 1.8 of Ascend images: newer APIs sit behind hasattr/try.
+Everything here also runs on the torch 1.5 and 1.8 of Ascend images: newer APIs sit behind hasattr/try and
+training/compat.py.
 """
 import contextlib
-import warnings
 
 import torch
 
+from training import compat
 from training import device as devices
 from training.errors import UserError
 
@@ -112,8 +113,7 @@ class Amp:
             return torch.cuda.amp.autocast()
         if self.device_type == "npu":
             return torch.npu.amp.autocast()
-        warnings.warn("this torch has no CPU autocast: --amp runs in float32 on the CPU", stacklevel=2)
-        return contextlib.nullcontext()
+        raise UserError(amp_refusal(self.device_type))
 
     def backward(self, loss, optimizer):
         if self.apex_amp is not None:
@@ -154,14 +154,31 @@ def build_amp(enabled, device_type, opt_level="O2", loss_scale=None, *, log=prin
     if opt_level not in ("O0", "O1", "O2", "O3"):
         raise UserError("--opt-level must be O0, O1, O2 or O3, got {!r}".format(opt_level))
     apex_amp = apex_optimizers = None
-    if enabled and device_type == "cpu":
-        log("note: --amp on CPU: native bfloat16 autocast")
-    elif enabled:
+    if enabled and device_type != "cpu":
         apex_amp, apex_optimizers, reason = devices.import_apex()
         if apex_amp is None:
             log("warning: --amp: apex is not available ({}); using native torch AMP".format(reason))
-    return Amp(enabled, device_type, opt_level=opt_level, loss_scale=loss_scale, apex_amp=apex_amp,
-               apex_optimizers=apex_optimizers)
+    amp = Amp(enabled, device_type, opt_level=opt_level, loss_scale=loss_scale, apex_amp=apex_amp,
+              apex_optimizers=apex_optimizers)
+    if enabled and device_type == "cpu":
+        check_amp(device_type)
+        log("note: --amp on CPU: native bfloat16 autocast")
+    return amp
+
+
+def amp_refusal(device_type):
+    """Why `--amp` cannot run on `device_type` with this torch (one line), else None: CPU autocast came with
+    torch.autocast in torch 1.10."""
+    if device_type == "cpu" and not compat.has_cpu_autocast():
+        return compat.needs("--amp on the CPU (bfloat16 autocast)", "1.10")
+    return None
+
+
+def check_amp(device_type):
+    """UserError where `--amp` cannot run on `device_type` with this torch."""
+    refusal = amp_refusal(device_type)
+    if refusal:
+        raise UserError(refusal)
 
 
 # ----------------------------------------------------------------------------------------------------------
