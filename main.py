@@ -55,8 +55,7 @@ def main(argv=None):
         if args.compile:
             precision.check_available()
         device_type = devices.resolve_device_type(args.device)
-        if args.amp:
-            precision.check_amp(device_type)
+        precision.check_flags(args.amp, device_type, args.opt_level, args.loss_scale)
         launch = modes.plan(args, devices.device_count(device_type))
         notes = options.lr_warnings(args, options.given_dests(argv))
         if args.resume == "auto":

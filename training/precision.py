@@ -151,19 +151,27 @@ def build_amp(enabled, device_type, opt_level="O2", loss_scale=None, *, log=prin
     """The Amp for these flags: apex when it imports and the device is npu/cuda, else native autocast, with a
     warning when apex is absent on npu/cuda (the ModelZoo flags ask for it). On a CPU apex never applies: it is not
     imported and nothing warns about it."""
-    if opt_level not in ("O0", "O1", "O2", "O3"):
-        raise UserError("--opt-level must be O0, O1, O2 or O3, got {!r}".format(opt_level))
+    check_flags(enabled, device_type, opt_level, loss_scale)
     apex_amp = apex_optimizers = None
-    if enabled and device_type != "cpu":
+    if enabled and device_type == "cpu":
+        log("note: --amp on CPU: native bfloat16 autocast")
+    elif enabled:
         apex_amp, apex_optimizers, reason = devices.import_apex()
         if apex_amp is None:
             log("warning: --amp: apex is not available ({}); using native torch AMP".format(reason))
-    amp = Amp(enabled, device_type, opt_level=opt_level, loss_scale=loss_scale, apex_amp=apex_amp,
-              apex_optimizers=apex_optimizers)
-    if enabled and device_type == "cpu":
-        check_amp(device_type)
-        log("note: --amp on CPU: native bfloat16 autocast")
-    return amp
+    return Amp(enabled, device_type, opt_level=opt_level, loss_scale=loss_scale, apex_amp=apex_amp,
+               apex_optimizers=apex_optimizers)
+
+
+def check_flags(enabled, device_type, opt_level="O2", loss_scale=None):
+    """UserError for a bad --opt-level or --loss-scale, or for --amp where this torch cannot run it on
+    `device_type` (main.py asks before any process starts)."""
+    if opt_level not in ("O0", "O1", "O2", "O3"):
+        raise UserError("--opt-level must be O0, O1, O2 or O3, got {!r}".format(opt_level))
+    _parse_loss_scale(loss_scale)
+    refusal = amp_refusal(device_type) if enabled else None
+    if refusal:
+        raise UserError(refusal)
 
 
 def amp_refusal(device_type):
@@ -172,13 +180,6 @@ def amp_refusal(device_type):
     if device_type == "cpu" and not compat.has_cpu_autocast():
         return compat.needs("--amp on the CPU (bfloat16 autocast)", "1.10")
     return None
-
-
-def check_amp(device_type):
-    """UserError where `--amp` cannot run on `device_type` with this torch."""
-    refusal = amp_refusal(device_type)
-    if refusal:
-        raise UserError(refusal)
 
 
 # ----------------------------------------------------------------------------------------------------------
