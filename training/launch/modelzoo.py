@@ -478,7 +478,6 @@ def announce(launch):
                                                                      options.master_addr, launch.port(os.environ))
     say("device {}: {} process(es){}, global batch {}, recipe {}, precision {}".format(
         launch.probe.kind, launch.nprocs, nodes, launch.batch_size, options.recipe, options.precision_mode))
-    say("python: {} with torch {}".format(sys.executable, launch.probe.torch))
     for flag in IGNORED_MODELZOO_FLAGS:
         if getattr(options, "ignored_" + flag.lstrip("-")) is not None:
             say("{}: accepted for ModelZoo compatibility, no effect here".format(flag))
@@ -505,6 +504,7 @@ def main(argv=None):
         return 0
     say = Say("train_{}_{}.sh".format(options.mode, options.scale))
     probe = probe_device(options.device)
+    say("python: {} with torch {}".format(sys.executable, probe.torch))  # the interpreter every rank runs
     nprocs, device_ids = choose_processes(options, probe)
     launch = Launch(options, probe, nprocs, device_ids, say)
     specs = launch.specs(passthrough, os.environ)
