@@ -1,13 +1,14 @@
 """training/compat.py: each capability that older torch lacks, and the code paths that stand in for it, exercised on
 every lane (the torch 1.5 lane takes the stand-ins for real; newer lanes by switching the feature test off)."""
 import os
+import subprocess
 import sys
 import warnings
 
 import pytest
 import torch
 import torchvision
-from conftest import torch_version
+from conftest import REPO_ROOT, torch_version
 from torch.utils.data import DataLoader
 
 import main
@@ -16,6 +17,7 @@ from models import shufflenetv2_wock_op_woct as net
 from models.channel_shuffle import ChannelShuffle
 from tests.datasets import make_image_folder
 from training import compat
+from training.checkpoints import checkpoint as ckpt
 from training.ema import ModelEma
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools"))
@@ -107,6 +109,22 @@ def test_pretrained_path_is_where_torch_hub_looks(hub_dir):
 def data_root(tmp_path_factory):
     return make_image_folder(str(tmp_path_factory.mktemp("compat") / "data"), classes=2, train_per_class=2,
                              val_per_class=1, size=(36, 36))
+
+
+def test_a_checkpoint_loads_without_a_warning(tmp_path):
+    """torch 2.1's weights_only loader warns "TypedStorage is deprecated" at every resume and evaluation (once per
+    process, hence a fresh one here): checkpoints load through a loader that does not."""
+    model = torch.nn.Linear(3, 2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    model(torch.ones(1, 3)).sum().backward()
+    optimizer.step()
+    path = str(tmp_path / "checkpoint.pth.tar")
+    ckpt.atomic_save(ckpt.build_checkpoint(1, "shufflenet_v2_x0_5", model.state_dict(), optimizer.state_dict(), 0.0,
+                                           {"lr": 0.1}), path)
+    code = "import sys, training; from training.checkpoints import checkpoint; checkpoint.load_checkpoint(sys.argv[1])"
+    result = subprocess.run([sys.executable, "-c", code, path], cwd=REPO_ROOT, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0 and result.stderr == "", result.stderr
 
 
 def test_amp_on_a_cpu_without_cpu_autocast_is_one_error_line(data_root, tmp_path, monkeypatch, capsys):

@@ -19,8 +19,9 @@ def test_the_python3_the_launchers_start_is_this_lanes_torch(tmp_path):
     it then stops at a batch that 2 processes cannot share, before any main.py starts)."""
     env = {name: value for name, value in os.environ.items()
            if name not in ("PYTHON", "MASTER_PORT", "MASTER_ADDR", "OMP_NUM_THREADS")}
-    result = subprocess.run(["bash", os.path.join(REPO_ROOT, "test", "train_full_8p.sh"), "--data_path=" + str(tmp_path),
-                             "--output_root=" + str(tmp_path / "out"), "--device=cpu", "--nproc=2", "--batch_size=3"],
+    script = os.path.join(REPO_ROOT, "test", "train_full_8p.sh")
+    result = subprocess.run(["bash", script, "--data_path=" + str(tmp_path), "--output_root=" + str(tmp_path / "out"),
+                             "--device=cpu", "--nproc=2", "--batch_size=3"],
                             capture_output=True, text=True, env=env, timeout=300)
     assert result.stderr.strip().splitlines()[-1] == "error: --batch_size=3 is not divisible by 2 processes"
     said = [line[len(PREFIX):] for line in result.stdout.splitlines() if line.startswith(PREFIX)]

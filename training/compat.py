@@ -5,6 +5,9 @@ so each guard lives in one place; `needs(feature, version)` words the error when
 import functools
 import importlib.util
 import inspect
+import io
+import pickle
+import warnings
 
 import torch
 from torch.utils.data import DataLoader
@@ -58,6 +61,25 @@ def tensors_equal(first, second):
     return torch.equal(first, second)
 
 
+@functools.lru_cache(maxsize=None)
+def weights_only_load_takes_plain_values():
+    """torch.load(weights_only=True) exists (torch >= 1.13) and loads a tensor and the plain values besides tensors
+    that a checkpoint may hold (sets, complex numbers, bytes) without a word. torch 2.1's refuses all three, and
+    warns "TypedStorage is deprecated" at the first tensor it loads."""
+    if not _accepts(torch.load, "weights_only"):
+        return False
+    buffer = io.BytesIO()
+    torch.save({"tensor": torch.zeros(1), "set": {1}, "complex": 1j, "bytes": b"\x00"}, buffer)
+    buffer.seek(0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            torch.load(buffer, weights_only=True)
+        except pickle.UnpicklingError:
+            return False
+    return not caught
+
+
 def has_cpu_autocast():
     """torch.autocast, which brings CPU (bfloat16) autocast: torch >= 1.10."""
     return hasattr(torch, "autocast")
@@ -70,8 +92,13 @@ def onnx_export_folds_batchnorm():
 
 
 def newest_onnx_opset():
-    """The newest ONNX opset this torch's TorchScript exporter writes (its torch.onnx.symbolic_opsetN modules): 12
-    on torch 1.5, 13 from torch 1.8; None where torch.onnx has no such modules (its exporter then decides)."""
+    """The newest ONNX opset this torch's TorchScript exporter writes: the limit torch >= 2.0 states, else its
+    newest torch.onnx.symbolic_opsetN module (12 on torch 1.5, 13 on torch 1.8); None where there is neither (its
+    exporter then decides)."""
+    if importlib.util.find_spec("torch.onnx._constants") is not None:
+        stated = getattr(importlib.import_module("torch.onnx._constants"), "ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET", None)
+        if stated is not None:
+            return stated
     newest, opset = None, 7
     while importlib.util.find_spec("torch.onnx.symbolic_opset{}".format(opset)) is not None:
         newest, opset = opset, opset + 1
