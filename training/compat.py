@@ -1,6 +1,7 @@
 """What the installed torch can do: one feature test per capability that older torch releases lack (the torch
-1.5, 1.8 and 1.11 of older Ascend images), by signature or attribute, never by version string. Callers ask here,
-so each guard lives in one place; `needs(feature, version)` words the error when a feature cannot exist.
+1.5, 1.8, 1.11 and 2.1 of Ascend's images), by signature, attribute or a tiny trial, never by version string.
+Callers ask here, so each guard lives in one place; `needs(feature, version)` words the error when a feature cannot
+exist on this torch.
 """
 import functools
 import importlib.util
