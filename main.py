@@ -54,6 +54,7 @@ def main(argv=None):
         device_type = devices.resolve_device_type(args.device)
         if args.data_backend == "dali" and not args.dummy:
             dali.check_available(device_type)  # one error line with the install command, before any process starts
+        precision.check_flags(args.amp, device_type, args.opt_level, args.loss_scale)
         launch = modes.plan(args, devices.device_count(device_type))
         notes = options.lr_warnings(args, options.given_dests(argv))
         if args.resume == "auto":

@@ -104,6 +104,7 @@ class ChannelShuffle(nn.Module):
         self.groups = groups
         self.split_shuffle = split_shuffle
         self.impl = resolve_impl(impl)
+        self._hidden_buffers = []  # index buffers kept out of the state_dict by hand (torch < 1.6)
         order = shuffle_indices(in_channels, groups)
         half = in_channels // 2
         outs = (order[:half], order[half:]) if split_shuffle else (order,)
@@ -114,11 +115,25 @@ class ChannelShuffle(nn.Module):
         self._add_index("inverse_index", torch.argsort(order))
 
     def _add_index(self, name, tensor):
-        """Non-persistent buffer: follows .to()/.cuda()/.npu(), never enters the state_dict (torch >= 1.6)."""
-        try:
+        """A non-persistent buffer: follows .to()/.cuda()/.npu(), never enters the state_dict. torch < 1.6 has no
+        register_buffer(persistent=False): there _save_to_state_dict and _load_from_state_dict below leave it out."""
+        from training import compat  # here: importing `models` imports nothing of the engine
+
+        if compat.has_non_persistent_buffers():
             self.register_buffer(name, tensor, persistent=False)
-        except TypeError:  # torch < 1.6: no `persistent`; a plain attribute at least never enters the state_dict
-            setattr(self, name, tensor)
+        else:
+            self.register_buffer(name, tensor)
+            self._hidden_buffers.append(name)
+
+    def _save_to_state_dict(self, destination, prefix, keep_vars):
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+        for name in self._hidden_buffers:
+            del destination[prefix + name]
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        for name in self._hidden_buffers:  # the module's own constant: never missing, never replaced
+            state_dict[prefix + name] = getattr(self, name)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def extra_repr(self):
         return "in_channels={}, groups={}, split_shuffle={}, impl={}".format(

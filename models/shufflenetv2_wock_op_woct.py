@@ -119,8 +119,10 @@ class ShuffleNetV2(nn.Module):
 
 def hub_weights_path(arch):
     """Where torch.hub keeps torchvision's weights for `arch` (the file torchvision would download)."""
+    from training import compat  # here, as in _torch_load: importing `models` imports nothing of the engine
+
     file_name = os.path.basename(WEIGHT_URLS[arch])
-    return os.path.join(torch.hub.get_dir(), "checkpoints", file_name)
+    return os.path.join(compat.hub_dir(), "checkpoints", file_name)
 
 
 def _torch_load(path):

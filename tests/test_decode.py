@@ -11,6 +11,7 @@ from PIL import Image
 from scipy.stats import ks_2samp
 from sklearn.datasets import load_sample_images
 
+from tests import torchvision_reference
 from training.data import decode
 
 
@@ -18,7 +19,7 @@ pytestmark = pytest.mark.usefixtures("decode_path")  # every test: fast decoder 
 
 
 def _torchvision_boxes(width, height, count):
-    torch.manual_seed(0)
+    torchvision_reference.seed_crop_draws(0)
     image = torch.empty(3, height, width)
     boxes = []
     for _ in range(count):
@@ -47,23 +48,14 @@ def test_crop_box_distribution_is_torchvisions(size):
     assert abs(central(ours) - central(theirs)) < 0.03
 
 
-class _TorchDraws:
-    """A `random.Random` stand-in that draws from torch's global generator exactly as get_params does."""
-
-    def uniform(self, low, high):
-        return torch.empty(1).uniform_(low, high).item()
-
-    def randint(self, low, high):
-        return int(torch.randint(low, high + 1, size=(1,)).item())
-
-
 @pytest.mark.parametrize("size", [(500, 375), (40, 300)])
 def test_crop_box_rule_replays_torchvision_exactly(size):
     """Fed torchvision's own random draws, the rule gives torchvision's boxes (same draws, order, rounding)."""
     width, height = size
-    torch.manual_seed(3)
-    ours = [decode.random_crop_box(width, height, _TorchDraws()) for _ in range(500)]
-    torch.manual_seed(3)
+    draws = torchvision_reference.crop_param_draws()
+    torchvision_reference.seed_crop_draws(3)
+    ours = [decode.random_crop_box(width, height, draws) for _ in range(500)]
+    torchvision_reference.seed_crop_draws(3)
     image = torch.empty(3, height, width)
     theirs = []
     for _ in range(500):
@@ -117,7 +109,7 @@ def test_reduced_train_decoding_is_close_to_full_decoding(photos):
                 reductions.append(decode.dct_reduction(full.size[0], full.size[1], box, out_size))
                 ours = decode.decode_box(path, lambda w, h, b=box: b, out_size)
                 theirs = TF.resized_crop(full, top, left, crop_h, crop_w, [out_size, out_size],
-                                         interpolation=T.InterpolationMode.BILINEAR)
+                                         interpolation=torchvision_reference.BILINEAR)
                 assert ours.shape == (out_size, out_size, 3) and ours.dtype == np.uint8
                 psnrs.append(_psnr(ours, theirs))
     assert max(reductions) >= 4 and min(reductions) == 1  # the reduced paths were exercised

@@ -4,6 +4,7 @@ import pytest
 import torch
 import torchvision.transforms.functional as TF
 
+from tests import torchvision_reference
 from training.data import decode
 from training.data import device_preprocess
 from training.errors import UserError
@@ -11,8 +12,8 @@ from training.errors import UserError
 
 def _reference_jitter(images, factors, order):
     """torchvision's functional tensor ops, one image at a time, in the given order."""
-    functions = {device_preprocess.BRIGHTNESS: TF.adjust_brightness, device_preprocess.CONTRAST: TF.adjust_contrast,
-                 device_preprocess.SATURATION: TF.adjust_saturation}
+    functions = dict(zip((device_preprocess.BRIGHTNESS, device_preprocess.CONTRAST, device_preprocess.SATURATION),
+                         torchvision_reference.tensor_colour_ops()))
     out = []
     for image, row, steps in zip(images, factors.tolist(), order.tolist()):
         for op in steps:

@@ -9,6 +9,7 @@ import torchvision
 
 import models
 from models import shufflenetv2_wock_op_woct as net
+from training import compat
 
 ARCHS = ["shufflenet_v2_x0_5", "shufflenet_v2_x1_0", "shufflenet_v2_x1_5", "shufflenet_v2_x2_0"]
 PARAMS = {"shufflenet_v2_x0_5": 1366792, "shufflenet_v2_x1_0": 2278604,
@@ -121,7 +122,7 @@ def test_weight_urls_are_torchvisions():
 
 @pytest.fixture()
 def hub_dir(tmp_path):
-    old = torch.hub.get_dir()
+    old = compat.hub_dir()
     torch.hub.set_dir(str(tmp_path / "hub"))
     yield tmp_path / "hub"
     torch.hub.set_dir(old)

@@ -51,17 +51,22 @@ def test_apex_path_with_fakes_trains_and_checkpoints(fakes, capsys):
                                       apex_optimizers=devices.import_apex()[1])) is torch.optim.SGD
 
 
+@requires_torch("1.10", "CPU autocast")
 def test_native_amp_on_cpu_uses_bfloat16_without_an_apex_warning(fresh_imports):
     """apex never applies on a CPU: no warning about it, whether it is installed (the fakes) or not."""
     fresh_imports.setitem(sys.modules, "apex", None)  # import apex -> ImportError
     lines = []
     amp = precision.build_amp(True, "cpu", "O2", "64", log=lines.append)
     assert lines == ["note: --amp on CPU: native bfloat16 autocast"]
+    assert amp.kind == "native-bfloat16" and amp.scaler is None and amp.state_dict() is None
+    assert precision.build_amp(False, "cpu").kind == "off"
+
+
+def test_native_amp_on_a_gpu_without_apex_warns_once(fresh_imports):
+    fresh_imports.setitem(sys.modules, "apex", None)  # import apex -> ImportError
     gpu_lines = []
     precision.build_amp(True, "cuda", "O2", "64", log=gpu_lines.append)
     assert len(gpu_lines) == 1 and gpu_lines[0].startswith("warning: --amp: apex is not available (")
-    assert amp.kind == "native-bfloat16" and amp.scaler is None and amp.state_dict() is None
-    assert precision.build_amp(False, "cpu").kind == "off"
 
 
 @requires_torch("1.10", "CPU autocast")
@@ -72,16 +77,19 @@ def test_native_amp_on_cpu_runs_in_bfloat16():
     assert out.dtype == torch.bfloat16
 
 
-def test_native_amp_on_a_torch_without_cpu_autocast_warns_and_runs_float32(monkeypatch):
-    """torch < 1.10 has no torch.autocast (the torch 1.8 lane runs this for real; here it is removed)."""
+def test_native_amp_on_a_torch_without_cpu_autocast_is_one_error_line(monkeypatch):
+    """torch < 1.10 has no torch.autocast (the torch 1.5 and 1.8 lanes run this for real; here it is removed)."""
     monkeypatch.delattr(torch, "autocast", raising=False)
-    amp = precision.build_amp(True, "cpu", "O2", "64", log=lambda line: None)
-    with pytest.warns(UserWarning, match="no CPU autocast: --amp runs in float32"):
-        with amp.autocast():
-            out = nn.Linear(4, 2)(torch.ones(1, 4))
-    assert out.dtype == torch.float32
+    needed = "--amp on the CPU (bfloat16 autocast) needs torch >= 1.10 (this is torch {})".format(torch.__version__)
+    with pytest.raises(UserError) as info:
+        precision.build_amp(True, "cpu", "O2", "64", log=lambda line: None)
+    assert str(info.value) == needed
+    with pytest.raises(UserError, match=r"needs torch >= 1\.10"):
+        precision.Amp(True, "cpu").autocast()
+    assert precision.build_amp(False, "cpu").kind == "off"
 
 
+@requires_torch("1.10", "CPU autocast")
 def test_installed_apex_is_not_used_or_mentioned_on_cpu(fakes):
     apex, _ = fakes
     lines = []

@@ -16,7 +16,7 @@ from conftest import REPO_ROOT, tiny_run_args
 
 import main
 from training.checkpoints import checkpoint as ckpt
-from training import seeding
+from training import compat, seeding
 from training.errors import UserError
 
 TINY = tiny_run_args("-b", "4", workers=1)
@@ -134,7 +134,7 @@ def test_main_resume_and_demo_refuse_a_command_in_a_checkpoint(tmp_path, data_ro
 def same(left, right):
     """Recursive equality with tensors compared by value and dtype."""
     if torch.is_tensor(left):
-        return torch.is_tensor(right) and left.dtype == right.dtype and torch.equal(left, right)
+        return torch.is_tensor(right) and left.dtype == right.dtype and compat.tensors_equal(left, right)
     if isinstance(left, dict):
         return isinstance(right, dict) and set(left) == set(right) and all(same(left[k], right[k]) for k in left)
     if isinstance(left, (list, tuple)):

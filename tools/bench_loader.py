@@ -32,7 +32,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from training.data import decode
+from training import compat  # noqa: E402
+from training.data import decode  # noqa: E402
 from training.data import device_preprocess
 from training.data import loaders
 from training.errors import UserError, run_cli
@@ -158,7 +159,7 @@ def run_torchvision(train_dir, batch_size, workers, batches, jitter):
         T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize(decode.MEAN, decode.STD)])
     dataset = datasets.ImageFolder(train_dir, transform)
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=workers,
-                                         drop_last=True, persistent_workers=workers > 0)
+                                         drop_last=True, **compat.loader_worker_options(workers))
     pids = lambda: _worker_pids(getattr(loader, "_iterator", None))  # noqa: E731
     return _measure(_endless(loader), batches, batch_size, lambda batch: None, pids)
 

@@ -11,13 +11,15 @@ weights hold NaN or infinity (a diverged run) is refused.
 Choices, and why:
 - opset 11 by default: every ATC release that imports ONNX accepts opset 11 (13 only the newer ones), and
   onnxruntime runs both. The graph uses Conv, Relu, MaxPool, Concat, Gather, ReduceMean and Gemm only, whose
-  meaning is the same in 11 and 13, so `--opset 13` gives the same numbers.
+  meaning is the same in 11 and 13, so `--opset 13` gives the same numbers. A torch whose exporter has no opset 13
+  (torch < 1.8) writes opset 11 and says so in one line.
 - channel shuffle as cat + index_select (ONNX Concat + Gather): the transpose form exports the shape arithmetic of
   its reshapes for a dynamic batch (1,166 nodes for x0.5, mostly Shape/Gather/Unsqueeze/Concat/Reshape chains);
   the index_select form is 29 Gathers with constant indices (222 nodes in all). Exporters that cannot inline the
   model's custom autograd Function (torch older than 2.1: no `autograd_inlining` argument) get the transpose form,
   which exports everywhere.
-- BatchNorm is folded into the convolutions by the exporter (eval mode, constant folding).
+- BatchNorm is folded into the convolutions by the exporter (eval mode, constant folding); torch 1.5's exporter
+  does not fold, so there the model's Conv + BatchNorm pairs are fused before the export (the same arithmetic).
 - torch >= 2.9 defaults to the dynamo exporter, which needs the onnxscript package: the TorchScript exporter is asked
   for (dynamo=False) where that argument exists, so no extra package is needed.
 - The file is written to a temporary name and renamed, so an interrupted export never leaves a broken OUTPUT.onnx.
@@ -25,6 +27,7 @@ After the export, onnxruntime (when installed) runs the file on two batch sizes;
 |onnx - torch| <= --tolerance + --rtol * |torch| (numpy.allclose's rule), else it is an error.
 """
 import argparse
+import copy
 import inspect
 import io
 import json
@@ -35,13 +38,17 @@ import warnings
 import training  # noqa: F401  (bootstrap, before torch: see training/__init__.py)
 import torch
 
+from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
+
 import numpy as np
 
 import models
-from training.data.decode import MEAN, STD
-from training.checkpoints.pretrained import default_resize, image_sizes, load_model, non_finite_tensors
-from training.errors import UserError, run_cli
+from training import compat
 from training.checkpoints.files import atomic_write
+from training.checkpoints.pretrained import default_resize, image_sizes, load_model, non_finite_tensors
+from training.data.decode import MEAN, STD
+from training.errors import UserError, run_cli
 
 OPSETS = (11, 13)
 INPUT_NAME, OUTPUT_NAME = "input", "output"
@@ -56,9 +63,35 @@ def shuffle_impl_for_export():
     return "index_select" if "autograd_inlining" in _export_parameters() else "transpose"
 
 
+def usable_opset(requested, log=print):
+    """`requested`, or opset 11 (the default) where this torch's exporter stops below it, said in one line."""
+    newest = compat.newest_onnx_opset()
+    if newest is None or requested <= newest:
+        return requested
+    log("note: {}: writing opset {} (the default)".format(compat.needs("ONNX opset {}".format(requested), "1.8"),
+                                                          OPSETS[0]))
+    return OPSETS[0]
+
+
+def fold_batchnorm(model):
+    """A copy of `model` in which each BatchNorm2d that follows a Conv2d in a Sequential is fused into it (eval
+    mode): what newer exporters do themselves."""
+    folded = copy.deepcopy(model).eval()
+    for module in folded.modules():
+        if not isinstance(module, nn.Sequential):
+            continue
+        for index in range(len(module) - 1):
+            conv, norm = module[index], module[index + 1]
+            if isinstance(conv, nn.Conv2d) and isinstance(norm, nn.BatchNorm2d):
+                module[index], module[index + 1] = fuse_conv_bn_eval(conv, norm), nn.Identity()
+    return folded
+
+
 def export(model, path, crop_size=224, opset=11, metadata=None):
     """Write `model` (eval mode, CPU) to `path` as ONNX with a dynamic batch and `metadata` strings."""
     options = {"dynamo": False} if "dynamo" in _export_parameters() else {}
+    if not compat.onnx_export_folds_batchnorm():
+        model = fold_batchnorm(model)
     buffer = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", torch.jit.TracerWarning)  # trace-time shape checks, all constant here
@@ -159,9 +192,10 @@ def main(argv=None):
     }
     if meta.get("classes"):
         metadata["classes"] = json.dumps([str(c) for c in meta["classes"]])
-    export(model, args.output, crop, args.opset, metadata)
+    opset = usable_opset(args.opset)
+    export(model, args.output, crop, opset, metadata)
     print("wrote {} ({}, opset {}, dynamic batch, input [batch, 3, {c}, {c}], channel shuffle: {})".format(
-        args.output, meta["arch"], args.opset, impl, c=crop))
+        args.output, meta["arch"], opset, impl, c=crop))
     if args.no_check:
         return 0
     compared = compare_with_onnxruntime(model, args.output, atol=args.tolerance, rtol=args.rtol, crop_size=crop)

@@ -22,6 +22,7 @@ import copy
 import torch
 from torch import nn
 
+from training import compat
 from training.checkpoints.checkpoint import strip_module_prefix
 from training.errors import UserError
 
@@ -100,7 +101,7 @@ class ModelEma:
         result = {}
         for name, tensor in self.module.state_dict().items():
             shadow = self._shadow.get(name)
-            if shadow is not None and torch.equal(shadow.to(tensor.dtype), tensor):
+            if shadow is not None and compat.tensors_equal(shadow.to(tensor.dtype), tensor):
                 result[name] = shadow.clone()
             else:
                 result[name] = tensor.detach().clone()

@@ -2,16 +2,17 @@
 
 - apex amp (Ascend or NVIDIA apex, `--amp` on npu/cuda when apex imports; O1/O2 with NpuFusedSGD on NPU),
 - native fp16 autocast + GradScaler (`--amp` on npu/cuda without apex),
-- native bf16 autocast (`--amp` on cpu),
+- native bf16 autocast (`--amp` on cpu; torch >= 1.10, older torch refuses `--amp` on the CPU in one line),
 - fp32 (no `--amp`).
 
-Everything here also runs on the torch 1.8 of Ascend images: newer APIs sit behind hasattr/try.
+Everything here also runs on the torch 1.5 and 1.8 of Ascend images: newer APIs sit behind hasattr/try and
+training/compat.py.
 """
 import contextlib
-import warnings
 
 import torch
 
+from training import compat
 from training import device as devices
 from training.errors import UserError
 
@@ -112,8 +113,7 @@ class Amp:
             return torch.cuda.amp.autocast()
         if self.device_type == "npu":
             return torch.npu.amp.autocast()
-        warnings.warn("this torch has no CPU autocast: --amp runs in float32 on the CPU", stacklevel=2)
-        return contextlib.nullcontext()
+        raise UserError(amp_refusal(self.device_type))
 
     def backward(self, loss, optimizer):
         if self.apex_amp is not None:
@@ -151,8 +151,7 @@ def build_amp(enabled, device_type, opt_level="O2", loss_scale=None, *, log=prin
     """The Amp for these flags: apex when it imports and the device is npu/cuda, else native autocast, with a
     warning when apex is absent on npu/cuda (the ModelZoo flags ask for it). On a CPU apex never applies: it is not
     imported and nothing warns about it."""
-    if opt_level not in ("O0", "O1", "O2", "O3"):
-        raise UserError("--opt-level must be O0, O1, O2 or O3, got {!r}".format(opt_level))
+    check_flags(enabled, device_type, opt_level, loss_scale)
     apex_amp = apex_optimizers = None
     if enabled and device_type == "cpu":
         log("note: --amp on CPU: native bfloat16 autocast")
@@ -162,6 +161,25 @@ def build_amp(enabled, device_type, opt_level="O2", loss_scale=None, *, log=prin
             log("warning: --amp: apex is not available ({}); using native torch AMP".format(reason))
     return Amp(enabled, device_type, opt_level=opt_level, loss_scale=loss_scale, apex_amp=apex_amp,
                apex_optimizers=apex_optimizers)
+
+
+def check_flags(enabled, device_type, opt_level="O2", loss_scale=None):
+    """UserError for a bad --opt-level or --loss-scale, or for --amp where this torch cannot run it on
+    `device_type` (main.py asks before any process starts)."""
+    if opt_level not in ("O0", "O1", "O2", "O3"):
+        raise UserError("--opt-level must be O0, O1, O2 or O3, got {!r}".format(opt_level))
+    _parse_loss_scale(loss_scale)
+    refusal = amp_refusal(device_type) if enabled else None
+    if refusal:
+        raise UserError(refusal)
+
+
+def amp_refusal(device_type):
+    """Why `--amp` cannot run on `device_type` with this torch (one line), else None: CPU autocast came with
+    torch.autocast in torch 1.10."""
+    if device_type == "cpu" and not compat.has_cpu_autocast():
+        return compat.needs("--amp on the CPU (bfloat16 autocast)", "1.10")
+    return None
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ import reprlib
 
 import torch
 
+from training import compat
 from training.checkpoints import safe_unpickle
 from training.seeding import rng_state, seed_everything, set_rng_state
 from training.errors import UserError
@@ -50,9 +51,10 @@ def plain(value):
 
 
 def torch_load(path, weights_only=True):
-    """torch.load on the CPU. weights_only=True: torch's own weights_only loader on torch 1.13+, the restricted
-    unpickler of training/checkpoints/safe_unpickle.py on older torch, so no file can run code when it is loaded."""
-    if _HAS_WEIGHTS_ONLY:
+    """torch.load on the CPU. weights_only=True: torch's own weights_only loader where it takes every plain value a
+    checkpoint may hold, else the restricted unpickler of training/checkpoints/safe_unpickle.py (torch < 1.13, and
+    torch 2.1, whose loader refuses sets, complex numbers and bytes), so no file can run code when it is loaded."""
+    if _HAS_WEIGHTS_ONLY and (not weights_only or compat.weights_only_load_takes_plain_values()):
         return torch.load(path, map_location="cpu", weights_only=weights_only)
     if weights_only:
         return torch.load(path, map_location="cpu", pickle_module=safe_unpickle)

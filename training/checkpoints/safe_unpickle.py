@@ -1,4 +1,5 @@
-"""A restricted unpickler for torch.load where torch has no `weights_only` (torch < 1.13: the 1.5, 1.8, 1.11 stacks).
+"""A restricted unpickler for torch.load where torch has no `weights_only` (torch < 1.13: the 1.5, 1.8, 1.11 stacks)
+or a weights_only loader that refuses plain values a checkpoint may hold (torch 2.1: sets, complex numbers, bytes).
 
 A plain unpickle imports and calls whatever global the file names, so a crafted checkpoint can run a command
 (`os.system`, `subprocess.Popen`, `builtins.exec` ... through `__reduce__`) the moment it is loaded. This module is

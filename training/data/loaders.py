@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from training import compat
 from training.data import decode
 from training.errors import UserError
 
@@ -333,8 +334,8 @@ def _data_loader(dataset, sampler, batch_size, workers, pin_memory, drop_last):
     decode.init_worker()  # workers=0 decodes here: one OpenCV thread in this process too
     loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
                         collate_fn=collate, pin_memory=pin_memory, drop_last=drop_last,
-                        persistent_workers=workers > 0,
-                        worker_init_fn=IgnoreInterrupts(decode.init_worker) if workers else None)
+                        worker_init_fn=IgnoreInterrupts(decode.init_worker) if workers else None,
+                        **compat.loader_worker_options(workers))
     return BatchLoader(loader)
 
 

@@ -15,6 +15,7 @@ Each script sources test/env_npu.sh and runs `python3 -m training.launch.modelzo
 6. write the summary with tools/modelzoo_summary.py and print its `Final ...` lines.
 """
 import glob
+import json
 import os
 import platform
 import re
@@ -234,11 +235,13 @@ def parse_command_line(argv, environ):
 
 
 def print_probe(device):
-    """In a child interpreter: print `kind count free_port default_port` (main.py's own functions), or one error
-    line and return 2. Kept out of the launcher process so that it never loads torch or holds a device."""
+    """In a child interpreter: print one JSON line of Probe's fields (main.py's own functions), or one error line
+    and return 2. Kept out of the launcher process so that it never loads torch or holds a device."""
     try:
+        import torch
         from training.device import device_count, resolve_device_type
         from training.launch.modes import DEFAULT_PORT, free_port
+        from training.precision import amp_refusal
     except ImportError as error:
         print("error: {} cannot load the modules of main.py ({}); set PYTHON=an interpreter with PyTorch".format(
             sys.executable, error), file=sys.stderr)
@@ -248,16 +251,19 @@ def print_probe(device):
     except UserError as error:
         print("error: {}".format(error), file=sys.stderr)
         return EXIT_USER_ERROR
-    print(kind, device_count(kind), free_port(), DEFAULT_PORT)
+    print(json.dumps({"kind": kind, "count": device_count(kind), "free_port": free_port(), "default_port": DEFAULT_PORT,
+                      "torch": torch.__version__, "amp_refusal": amp_refusal(kind)}))
     return 0
 
 
 class Probe:
-    """What the device probe found: kind ('npu', 'cuda', 'cpu'), count, a free port, main.py's default port."""
+    """What the device probe found: kind ('npu', 'cuda', 'cpu'), count, a free port, main.py's default port, the
+    interpreter's torch version and why --amp cannot run there (None: it can)."""
 
-    def __init__(self, kind, count, free_port, default_port):
+    def __init__(self, kind, count, free_port, default_port, torch="", amp_refusal=None):
         self.kind, self.count = kind, int(count)
         self.free_port, self.default_port = int(free_port), int(default_port)
+        self.torch, self.amp_refusal = torch, amp_refusal
 
 
 def probe_device(device):
@@ -267,9 +273,11 @@ def probe_device(device):
     if result.returncode != 0:
         raise SystemExit(result.returncode)
     lines = result.stdout.strip().splitlines()
-    if not lines or len(lines[-1].split()) != 4:
-        raise UserError("the device probe of {} printed no device line: {!r}".format(sys.executable, result.stdout))
-    return Probe(*lines[-1].split())  # the last line: plug-ins may print banners first
+    try:
+        return Probe(**json.loads(lines[-1]))  # the last line: plug-ins may print banners first
+    except (IndexError, ValueError, TypeError):
+        raise UserError("the device probe of {} printed no device line: {!r}".format(
+            sys.executable, result.stdout)) from None
 
 
 def choose_processes(options, probe):
@@ -299,6 +307,7 @@ class Launch:
         self.base_recipe = recipes.modelzoo_name(options.mode, options.scale)
         self.recipe = self.base_recipe if options.recipe == "modelzoo" else options.recipe
         self.flags = self._launcher_values()
+        self.precision_args = self._precision_args()
         self.values = dict(recipes.defaults(self.recipe), **self.flags)  # what main.py will use
         self.batch_size = self.values["batch_size"]
         if self.batch_size % self.world != 0:
@@ -348,6 +357,15 @@ class Launch:
                 self.world, changes["batch_size"], per_device))
         return changes
 
+    def _precision_args(self):
+        """main.py's precision flags. allow_mix_precision where --amp cannot run (a CPU with torch < 1.10): float32,
+        said in one line."""
+        mode, refusal = self.options.precision_mode, self.probe.amp_refusal
+        if mode == "allow_mix_precision" and refusal:
+            self.say("--precision_mode=allow_mix_precision runs in float32 here: {}".format(refusal))
+            return PRECISION_ARGS["must_keep_origin_dtype"]
+        return PRECISION_ARGS[mode]
+
     def _workers(self):
         """The original's worker count is for the whole node, main.py's -j per process; never more than cores."""
         cores = os.cpu_count() or 1
@@ -373,7 +391,7 @@ class Launch:
         argv += ["--data", options.data_path] if options.data_path else ["--dummy"]
         for key in sorted(self.flags):
             argv += [MAIN_FLAGS[key], str(self.flags[key])]
-        argv += PRECISION_ARGS[options.precision_mode]
+        argv += self.precision_args
         if self.world > 1:
             argv += ["--local_rank", str(local_rank)]
         else:
@@ -486,6 +504,7 @@ def main(argv=None):
         return 0
     say = Say("train_{}_{}.sh".format(options.mode, options.scale))
     probe = probe_device(options.device)
+    say("python: {} with torch {}".format(sys.executable, probe.torch))  # the interpreter every rank runs
     nprocs, device_ids = choose_processes(options, probe)
     launch = Launch(options, probe, nprocs, device_ids, say)
     specs = launch.specs(passthrough, os.environ)
