@@ -42,7 +42,10 @@ class Interrupted(KeyboardInterrupt):
 def main(argv=None):
     """Parse, check, plan the launch, run. Returns the exit status."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = options.parse_args(argv)
+    try:
+        args = options.parse_args(argv)
+    except UserError as exc:  # an unknown or malformed flag: one line, not argparse's usage text
+        return report_user_error(exc)
     started, launch = time.time(), None
     try:
         previous = signal.signal(signal.SIGTERM, _raise_interrupted)
@@ -57,6 +60,9 @@ def main(argv=None):
         device_type = devices.resolve_device_type(args.device)
         launch = modes.plan(args, devices.device_count(device_type))
         notes = options.lr_warnings(args, options.given_dests(argv))
+        precision_note = precision.choose_dtype(args.amp, device_type, args.amp_dtype)[1]
+        if precision_note:
+            notes.append(precision_note)
         if args.resume == "auto":
             notes.append(auto_resume.resolve(args))
         if launch.mode != "spawn" and _rank(launch) == "0":  # said once: by rank 0, not by a spawning parent
@@ -72,8 +78,7 @@ def main(argv=None):
             run_process(args, device_type)
         return 0
     except UserError as exc:
-        print("error: {}".format(exc), file=sys.stderr, flush=True)
-        return EXIT_USER_ERROR
+        return report_user_error(exc)
     except process_group.RendezvousInterrupted as exc:  # every waiting process says what it waited for
         print("error: {}".format(exc), file=sys.stderr, flush=True)
         return EXIT_INTERRUPTED
@@ -89,6 +94,11 @@ def main(argv=None):
 def _rank(launch):
     """This process's RANK (a string) as planned, "0" for a single process."""
     return (launch.ranks[0] if launch else {}).get("RANK", os.environ.get("RANK", "0"))
+
+
+def report_user_error(exc):
+    print("error: {}".format(exc), file=sys.stderr, flush=True)
+    return EXIT_USER_ERROR
 
 
 def _raise_interrupted(signum, frame):
@@ -120,7 +130,7 @@ def check_only(args, launch):
         ckpt.load_checkpoint(args.resume, "--resume")
     if not (args.dummy or args.evaluate):
         samples, _ = loaders.scan_folder(os.path.join(args.data, "train"))
-        inputs.steps_per_epoch(args, len(samples) // args.batch_size, launch.world_size)
+        inputs.steps_per_epoch(args, len(samples) // args.batch_size, launch.world_size, images=len(samples))
     return 0
 
 
@@ -151,7 +161,7 @@ def train(args, ctx, device, log):
         model.to(memory_format=torch.channels_last)
     seeding.seed_everything(args.seed + ctx.rank)  # different augmentation streams per rank
 
-    amp = precision.build_amp(args.amp, device.type, args.opt_level, args.loss_scale, log=log)
+    amp = precision.build_amp(args.amp, device.type, args.opt_level, args.loss_scale, dtype=args.amp_dtype, log=log)
     optimizer = optim.build_optimizer(
         model, lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay,
         norm_weight_decay=args.norm_weight_decay, bias_weight_decay=args.bias_weight_decay,
@@ -160,7 +170,8 @@ def train(args, ctx, device, log):
     model, optimizer = amp.prepare(model, optimizer)
     start_epoch, best_acc1 = ckpt.resume(checkpoint, args=args, world_size=ctx.world_size, rank=ctx.rank,
                                          optimizer=optimizer, amp=amp, ema=ema, log=log)
-    steps = None if args.evaluate else inputs.steps_per_epoch(args, len(data.train), ctx.world_size)
+    steps = None if args.evaluate else inputs.steps_per_epoch(args, len(data.train), ctx.world_size,
+                                                              images=data.train_images)
     # the first file this run writes (a failed start above leaves an earlier run's metrics.jsonl as it was)
     with writers.MetricsWriter(os.path.join(args.output_dir, "metrics.jsonl"), enabled=is_main,
                             append=bool(args.resume) or args.evaluate, tensorboard=args.tensorboard) as metrics:
@@ -194,7 +205,8 @@ def run_epochs(args, ctx, *, data, model, ema, loop, opt, saver, start_epoch, st
     if args.compile:
         trained = precision.compile_model(trained, args.compile_backend)
     if args.dummy:
-        loop.log("=> --dummy: synthetic data, validation skipped (its accuracy would mean nothing)")
+        loop.log("=> --dummy: synthetic data, {} steps per epoch{}, validation skipped (its accuracy would mean "
+                 "nothing)".format(steps, "" if args.steps_per_epoch else " (--steps-per-epoch N to change)"))
     weights = [model] + ([ema.module] if ema is not None else [])
     state = {"model": model, "optimizer": opt.optimizer, "amp": loop.amp, "ema": ema}
     for epoch in range(start_epoch, args.epochs):

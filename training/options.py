@@ -4,14 +4,17 @@
 refuses bad values with a UserError before any process, data or device is touched.
 """
 import argparse
+import difflib
 import math
 import os
 import random
 
 import models
 from training import device as devices
-from training.launch import modes
+from training.data import inputs
+from training.launch import modelzoo, modes
 from training import optim
+from training import precision
 from training import recipes
 from training.errors import UserError
 
@@ -26,8 +29,18 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
+DEFAULT_OUTPUT_DIR = "output"
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse whose errors are a UserError (one `error:` line, exit 2) instead of the usage text and exit."""
+
+    def error(self, message):
+        raise UserError(message)
+
+
 def build_parser():
-    p = argparse.ArgumentParser(
+    p = Parser(
         description="ShuffleNetV2 training (Ascend NPU / NVIDIA GPU / CPU), ModelZoo-compatible flags and logs.",
         formatter_class=HelpFormatter)
     p.add_argument("--recipe", choices=recipes.NAMES, default=None,
@@ -47,7 +60,8 @@ def build_parser():
     g.add_argument("-j", "--workers", type=int, default=4, help="data loading worker processes per rank")
     g.add_argument("--dummy", action="store_true",
                    help="synthetic uint8 batches made on the device: no data set, for FPS measurements "
-                        "(no validation)")
+                        "(no validation; {} steps per epoch unless --steps-per-epoch)".format(
+                            inputs.DUMMY_STEPS_PER_EPOCH))
     g.add_argument("--train-crop-size", type=int, default=224, help="RandomResizedCrop size for training")
     g.add_argument("--train-crop-scale", type=float, nargs=2, default=(0.08, 1.0), metavar=("MIN", "MAX"),
                    help="RandomResizedCrop area fraction range (ImageNet: 0.08 1.0; raise MIN for tiny images)")
@@ -93,8 +107,12 @@ def build_parser():
     g.add_argument("--device", choices=devices.DEVICE_CHOICES, default="auto",
                    help="auto: npu if torch_npu works, else cuda, else cpu; gpu = cuda")
     g.add_argument("--amp", action="store_true",
-                   help="mixed precision: apex amp when installed (npu/cuda), else native autocast "
-                        "(fp16 + GradScaler on npu/cuda, bf16 on cpu)")
+                   help="mixed precision: apex amp when installed (npu/cuda), else native autocast (fp16 + "
+                        "GradScaler on npu/cuda; on a CPU bf16 where it has native bf16 (avx512_bf16/amx_bf16), "
+                        "else fp32)")
+    g.add_argument("--amp-dtype", choices=precision.AMP_DTYPES, default="auto",
+                   help="with --amp: auto (as above) or bfloat16 (bf16 autocast on any device, also on a CPU "
+                        "without native bf16, where it is emulated and slow)")
     g.add_argument("--opt-level", default="O2", help="apex opt level O1/O2 (native AMP: autocast either way)")
     g.add_argument("--loss-scale", default=None,
                    help="static loss scale (e.g. 64) or -1 for dynamic (default: dynamic)")
@@ -136,8 +154,9 @@ def build_parser():
     g.add_argument("--resume", default="", metavar="FILE",
                    help="continue from a checkpoint (a bare state_dict loads weights only); auto: from the newest "
                         "complete checkpoint in --output-dir, or start fresh when there is none")
-    g.add_argument("--output-dir", "--workspace", dest="output_dir", default=".",
-                   help="folder for checkpoints and metrics.jsonl")
+    g.add_argument("--output-dir", "--workspace", dest="output_dir", default=DEFAULT_OUTPUT_DIR,
+                   help="folder for checkpoints and metrics.jsonl, made when missing (default: output/ in the "
+                        "current folder, as timm's ./output; the repository ignores it in git)")
     g.add_argument("--checkpoint-nameprefix", default="checkpoint",
                    help="checkpoint file name prefix: PREFIX.pth.tar, PREFIX_epochN.pth.tar")
     g.add_argument("--checkpoint-freq", type=int, default=0,
@@ -151,12 +170,46 @@ def build_parser():
 def parse_args(argv=None):
     """The flags of `argv`, with `--recipe NAME`'s defaults under them (an unknown name is the parser's error)."""
     parser = build_parser()
-    first = argparse.ArgumentParser(add_help=False)
+    first = Parser(add_help=False)
     first.add_argument("--recipe", default=None)
     name = first.parse_known_args(argv)[0].recipe
     if name in recipes.NAMES:
         parser.set_defaults(**recipes.defaults(name))
-    return parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        known = [flag for action in parser._actions for flag in action.option_strings]
+        if modelzoo.started_by_launcher():  # the user typed the launcher's flags: suggest those first
+            known = modelzoo.launcher_flags() + known
+        raise UserError(unknown_arguments_message(unknown, known))
+    return args
+
+
+def unknown_arguments_message(unknown, known):
+    """'unknown flag --batchsize=8 (did you mean --batch_size?)' for parse_known_args's leftovers `unknown`; a
+    suggestion is the closest of the `known` flags (earlier ones win ties) when it is close."""
+    flags = [token for token in unknown if token.startswith("-")]
+    if not flags:
+        return "unexpected argument{} {} (every value follows its flag)".format("s" * (len(unknown) > 1),
+                                                                               " ".join(unknown))
+    described = []
+    for token in flags:
+        suggestion = closest_flag(token.split("=", 1)[0], known)
+        described.append(token + (" (did you mean {}?)".format(suggestion) if suggestion else ""))
+    return "unknown flag{} {}".format("s" * (len(flags) > 1), ", ".join(described))
+
+
+def closest_flag(flag, known, cutoff=0.6):
+    """The flag of `known` most like `flag` (difflib's ratio of the names without dashes, `_` and `-` alike) if
+    it reaches `cutoff`, earlier entries winning ties; else None."""
+    def name(text):
+        return text.lstrip("-").replace("_", "-")
+
+    best, best_score = None, cutoff
+    for candidate in known:
+        score = difflib.SequenceMatcher(None, name(flag), name(candidate)).ratio()
+        if score > best_score or (best is None and score == best_score):
+            best, best_score = candidate, score
+    return best
 
 
 def given_dests(argv):
@@ -301,6 +354,8 @@ def check_args(args):
         raise UserError("unknown --arch {!r}; choose from: {}".format(args.arch, ", ".join(models.MODEL_NAMES)))
     check_numbers(args)
     check_consistency(args)
+    if args.amp_dtype != "auto" and not args.amp:
+        raise UserError("--amp-dtype {} needs --amp".format(args.amp_dtype))
     if args.evaluate and not (args.resume or args.pretrained):
         raise UserError("--evaluate needs weights to score: give --resume FILE or --pretrained")
     if args.evaluate and args.dummy:
@@ -337,7 +392,9 @@ def lr_warnings(args, given):
         lines.append("warning: --lr {:g} was tuned for batch {}, this run uses --batch-size {}: the linearly scaled "
                      "value is --lr {:g} (give --lr to choose)".format(args.lr, batch, args.batch_size,
                                                                         args.lr * args.batch_size / batch))
-    if args.warm_up_epochs > 0 and args.warm_up_epochs >= args.epochs:  # given or not: never what one wants
+    # a recipe's own pair is the recipe's choice (modelzoo_performance_8p: 5 warm-up epochs in 1); a flag given
+    # here makes it the user's
+    if args.warm_up_epochs > 0 and args.warm_up_epochs >= args.epochs and given & {"warm_up_epochs", "epochs"}:
         lines.append("warning: --warm_up_epochs {:g} >= --epochs {}: the whole run is warm-up, the learning rate "
                      "never reaches --lr {:g}".format(args.warm_up_epochs, args.epochs, args.lr))
     return lines
