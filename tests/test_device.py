@@ -136,43 +136,55 @@ def test_apex_path_with_fakes_trains_and_checkpoints(fakes, capsys):
                                       apex_optimizers=devices.import_apex()[1])) is torch.optim.SGD
 
 
-def test_native_amp_on_cpu_uses_bfloat16_without_an_apex_warning(fresh_imports):
+@pytest.fixture
+def native_bf16(monkeypatch):
+    """A CPU with bf16 in hardware, whatever this machine has (the choice itself: tests/test_precision.py)."""
+    monkeypatch.setattr(precision, "native_bf16_feature", lambda: "amx_bf16")
+
+
+# --amp on such a CPU: bf16 autocast, or fp32 on a torch without CPU autocast (torch < 1.10, the 1.8 lane)
+CPU_AMP_KIND = "native-bfloat16" if hasattr(torch, "autocast") else "off"
+
+
+def test_native_amp_on_cpu_uses_bfloat16_without_an_apex_warning(fresh_imports, native_bf16):
     """apex never applies on a CPU: no warning about it, whether it is installed (the fakes) or not."""
     fresh_imports.setitem(sys.modules, "apex", None)  # import apex -> ImportError
     lines = []
     amp = precision.build_amp(True, "cpu", "O2", "64", log=lines.append)
-    assert lines == ["note: --amp on CPU: native bfloat16 autocast"]
+    assert lines == []  # main.py prints the CPU's precision line (precision.choose_dtype)
     gpu_lines = []
     precision.build_amp(True, "cuda", "O2", "64", log=gpu_lines.append)
     assert len(gpu_lines) == 1 and gpu_lines[0].startswith("warning: --amp: apex is not available (")
-    assert amp.kind == "native-bfloat16" and amp.scaler is None and amp.state_dict() is None
+    assert amp.kind == CPU_AMP_KIND and amp.scaler is None and amp.state_dict() is None
     assert precision.build_amp(False, "cpu").kind == "off"
 
 
 @requires_torch("1.10", "CPU autocast")
-def test_native_amp_on_cpu_runs_in_bfloat16():
+def test_native_amp_on_cpu_runs_in_bfloat16(native_bf16):
     amp = precision.build_amp(True, "cpu", "O2", "64", log=lambda line: None)
     with amp.autocast():
         out = nn.Linear(4, 2)(torch.ones(1, 4))
     assert out.dtype == torch.bfloat16
 
 
-def test_native_amp_on_a_torch_without_cpu_autocast_warns_and_runs_float32(monkeypatch):
+def test_native_amp_on_a_torch_without_cpu_autocast_warns_and_runs_float32(monkeypatch, native_bf16):
     """torch < 1.10 has no torch.autocast (the torch 1.8 lane runs this for real; here it is removed)."""
     monkeypatch.delattr(torch, "autocast", raising=False)
-    amp = precision.build_amp(True, "cpu", "O2", "64", log=lambda line: None)
+    assert precision.build_amp(True, "cpu", "O2", "64", log=lambda line: None).kind == "off"
+    assert "has no CPU autocast (torch >= 1.10), training in fp32" in precision.choose_dtype(True, "cpu")[1]
+    amp = precision.Amp(True, "cpu")  # asked for directly (tools/bench_model.py): a warning, then float32
     with pytest.warns(UserWarning, match="no CPU autocast: --amp runs in float32"):
         with amp.autocast():
             out = nn.Linear(4, 2)(torch.ones(1, 4))
     assert out.dtype == torch.float32
 
 
-def test_installed_apex_is_not_used_or_mentioned_on_cpu(fakes):
+def test_installed_apex_is_not_used_or_mentioned_on_cpu(fakes, native_bf16):
     apex, _ = fakes
     lines = []
     amp = precision.build_amp(True, "cpu", "O2", "64", log=lines.append)
-    assert amp.kind == "native-bfloat16" and amp.apex_optimizers is None
-    assert lines == ["note: --amp on CPU: native bfloat16 autocast"]
+    assert amp.kind == CPU_AMP_KIND and amp.apex_optimizers is None
+    assert lines == []
     assert apex.CALLS == []
 
 
