@@ -262,7 +262,8 @@ def test_dummy_run_skips_the_meaningless_validation(tmp_path, capsys):
             "--bn-recalibrate", "1", "--device", "cpu", "--seed", "1", "--output-dir", out]
     assert main.main(argv) == 0
     stdout = capsys.readouterr().out.splitlines()
-    assert "=> --dummy: synthetic data, validation skipped (its accuracy would mean nothing)" in stdout
+    assert "=> --dummy: synthetic data, 2 steps per epoch, validation skipped (its accuracy would mean nothing)" \
+        in stdout
     assert not any(" Test: [" in line or "-ACC]" in line for line in stdout)
     kinds = [r["kind"] for r in modelzoo_format.parse_log(stdout)]
     assert "acc" not in kinds and kinds.count("fps") == 2 and kinds.count("step") >= 2
