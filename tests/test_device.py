@@ -140,6 +140,8 @@ def test_apex_path_with_fakes_trains_and_checkpoints(fakes, capsys):
 def native_bf16(monkeypatch):
     """A CPU with bf16 in hardware, whatever this machine has (the choice itself: tests/test_precision.py)."""
     monkeypatch.setattr(precision, "native_bf16_feature", lambda: "amx_bf16")
+    for name in precision.ONEDNN_ISA_ENV:
+        monkeypatch.delenv(name, raising=False)
 
 
 # --amp on such a CPU: bf16 autocast, or fp32 on a torch without CPU autocast (torch < 1.10, the 1.8 lane)

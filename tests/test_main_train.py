@@ -42,6 +42,8 @@ def load(path):
 
 def test_logs_metrics_and_checkpoints(data_root, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(precision, "native_bf16_feature", lambda: "avx512_bf16")  # --amp: bf16 on any CPU
+    for name in precision.ONEDNN_ISA_ENV:
+        monkeypatch.delenv(name, raising=False)
     out = str(tmp_path / "out")
     argv = SMALL + ["--data", data_root, "-b", "4", "--epochs", "2", "--steps-per-epoch", "2", "-p", "1",
                     "--amp", "--model-ema", "0.5", "--bn-recalibrate", "2", "--checkpoint-freq", "1",

@@ -12,12 +12,14 @@ from training.launch import modelzoo
 
 
 def plan(args, mode="performance", scale="1p", kind="cpu", count=1):
-    """(Launch, rank 0's main.py argv after the script path, the launcher's messages)."""
+    """(Launch, rank 0's main.py argv after the script path, the launcher's messages: its plan's notes and what
+    it says later)."""
     said = []
     parsed, passthrough = modelzoo.parse_command_line(["--mode", mode, "--scale", scale] + args, {})
     probe = modelzoo.Probe(kind, count, 45678, 29688)
     nprocs, device_ids = modelzoo.choose_processes(parsed, probe)
     launch = modelzoo.Launch(parsed, probe, nprocs, device_ids, said.append, passthrough=passthrough)
+    said.extend(launch.notes)
     return launch, launch.specs(passthrough, {})[0].argv[2:], said
 
 
@@ -120,7 +122,7 @@ def test_a_mistyped_launcher_flag_is_one_error_line(tmp_path):
     env.pop(modelzoo.LAUNCHER_ENV, None)
     result = subprocess.run(["bash", os.path.join(REPO_ROOT, "test", "train_performance_1p.sh"), "--batchsize=8",
                              "--output_root=" + str(tmp_path)], capture_output=True, text=True, env=env, timeout=300)
-    assert result.returncode == 2
+    assert result.returncode == 2 and result.stdout == ""  # the launcher's plan is said only for a valid launch
     errors = [line for line in result.stderr.splitlines() if not line.startswith("warning: --device auto: torch_npu ")]
     assert errors == ["error: unknown flag --batchsize=8 (did you mean --batch_size?)"]
     assert os.listdir(str(tmp_path)) == []  # stopped before anything was moved or written

@@ -19,7 +19,11 @@ NO_NATIVE = ("=> --amp on cpu: this CPU has no native bf16 (avx512_bf16/amx_bf16
 
 @pytest.fixture
 def cpu_with(monkeypatch):
-    """cpu_with(feature): this CPU reports `feature` ('amx_bf16', ... or None) as its native bf16."""
+    """cpu_with(feature): this CPU reports `feature` ('amx_bf16', ... or None) as its native bf16, and oneDNN may
+    use it (no ISA cap in the environment)."""
+    for name in precision.ONEDNN_ISA_ENV:
+        monkeypatch.delenv(name, raising=False)
+
     def inject(feature):
         monkeypatch.setattr(precision, "native_bf16_feature", lambda: feature)
     return inject
@@ -62,6 +66,28 @@ def test_amp_dtype_bfloat16_forces_bf16_on_any_cpu(cpu_with, feature, says):
     amp = precision.build_amp(True, "cpu", dtype="bfloat16", log=pytest.fail)
     with amp.autocast():
         assert nn.Linear(4, 2)(torch.ones(1, 4)).dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("environ, cap", [
+    ({}, None), ({"ONEDNN_MAX_CPU_ISA": "AVX2"}, "ONEDNN_MAX_CPU_ISA=AVX2"),
+    ({"DNNL_MAX_CPU_ISA": "avx512_core"}, "DNNL_MAX_CPU_ISA=avx512_core"),
+    ({"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_BF16"}, None), ({"ONEDNN_MAX_CPU_ISA": "avx512_core_amx"}, None),
+    ({"ONEDNN_MAX_CPU_ISA": "AVX10_1_512"}, None), ({"ONEDNN_MAX_CPU_ISA": "DEFAULT"}, None),
+])
+def test_onednn_isa_caps_that_keep_it_off_bf16(environ, cap):
+    assert precision.onednn_cap_without_bf16(environ) == cap
+
+
+@requires_torch("1.10", "CPU autocast")
+def test_a_cpu_whose_bf16_onednn_may_not_use_trains_in_fp32(cpu_with, monkeypatch):
+    cpu_with("avx512_bf16")
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")  # oneDNN then emulates bf16 (tools/bench_precision.py)
+    assert precision.choose_dtype(True, "cpu") == (None, (
+        "=> --amp on cpu: ONEDNN_MAX_CPU_ISA=AVX2 keeps oneDNN off this CPU's native bf16 (avx512_bf16), training "
+        "in fp32 (--amp-dtype bfloat16 forces bf16 autocast)"))
+    assert precision.choose_dtype(True, "cpu", "bfloat16") == (torch.bfloat16, (
+        "=> --amp-dtype bfloat16 on cpu: bf16 autocast although ONEDNN_MAX_CPU_ISA=AVX2 keeps oneDNN off native "
+        "bf16 (emulated, expect it slower than fp32)"))
 
 
 def test_forced_bf16_on_a_torch_without_autocast_is_one_error(monkeypatch, cpu_with):

@@ -9,6 +9,7 @@ Everything here also runs on the torch 1.8 of Ascend images: newer APIs sit behi
 """
 import contextlib
 import functools
+import os
 import warnings
 
 import torch
@@ -186,6 +187,25 @@ def _cpuinfo_bf16_flag(path="/proc/cpuinfo"):
     return None
 
 
+# oneDNN's documented cap on the instructions it uses (ONEDNN_MAX_CPU_ISA, DNNL_MAX_CPU_ISA before oneDNN 2.0): capped
+# below AVX512_CORE_BF16 it emulates bf16 even on a CPU that has it. Caps whose names contain one of these words
+# include bf16 arithmetic (AVX512_CORE_FP16 and AVX10 are supersets of AVX512_CORE_BF16).
+ONEDNN_ISA_ENV = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA")
+ONEDNN_BF16_ISA_WORDS = ("BF16", "AMX", "FP16", "AVX10", "ALL", "DEFAULT")
+
+
+def onednn_cap_without_bf16(environ=None):
+    """'ONEDNN_MAX_CPU_ISA=AVX2' when that variable keeps oneDNN below the CPU's bf16 instructions, else None."""
+    environ = os.environ if environ is None else environ
+    for name in ONEDNN_ISA_ENV:
+        value = environ.get(name, "").strip()
+        if value:
+            if any(word in value.upper() for word in ONEDNN_BF16_ISA_WORDS):
+                return None
+            return "{}={}".format(name, value)
+    return None
+
+
 def choose_dtype(enabled, device_type, requested="auto"):
     """(autocast dtype or None for fp32, a line saying what a CPU run gets and why, or None).
 
@@ -211,17 +231,22 @@ def choose_dtype(enabled, device_type, requested="auto"):
     if feature is None:
         return None, ("=> --amp on cpu: this CPU has no native bf16 (avx512_bf16/amx_bf16), training in fp32 "
                       "(--amp-dtype bfloat16 forces bf16 autocast)")
+    cap = onednn_cap_without_bf16()
+    if cap:
+        return None, ("=> --amp on cpu: {} keeps oneDNN off this CPU's native bf16 ({}), training in fp32 "
+                      "(--amp-dtype bfloat16 forces bf16 autocast)".format(cap, feature))
     return torch.bfloat16, "=> --amp on cpu: bf16 autocast (native bf16 on this CPU: {})".format(feature)
 
 
 def _forced_bf16_note(device_type):
     if device_type != "cpu":
         return None
-    if native_bf16_feature() is None:
-        return ("=> --amp-dtype bfloat16 on cpu: bf16 autocast although this CPU has no native bf16 (emulated, "
-                "expect it slower than fp32)")
-    return "=> --amp-dtype bfloat16 on cpu: bf16 autocast (native bf16 on this CPU: {})".format(
-        native_bf16_feature())
+    feature, cap = native_bf16_feature(), onednn_cap_without_bf16()
+    if feature is None or cap:
+        why = "this CPU has no native bf16" if feature is None else "{} keeps oneDNN off native bf16".format(cap)
+        return "=> --amp-dtype bfloat16 on cpu: bf16 autocast although {} (emulated, expect it slower than " \
+               "fp32)".format(why)
+    return "=> --amp-dtype bfloat16 on cpu: bf16 autocast (native bf16 on this CPU: {})".format(feature)
 
 
 def build_amp(enabled, device_type, opt_level="O2", loss_scale=None, *, dtype="auto", log=print):

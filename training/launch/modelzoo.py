@@ -343,6 +343,7 @@ class Launch:
         """`passthrough`: the flags for main.py, whose values win over the launcher's (named in its messages)."""
         self.options, self.probe, self.say = options, probe, say
         self.passthrough = list(passthrough)
+        self.notes = []  # what the plan changed, said once main.py --check-only accepted the launch
         self.nprocs, self.device_ids = nprocs, device_ids
         self.world = nprocs * options.nnodes
         self.base_recipe = recipes.modelzoo_name(options.mode, options.scale)
@@ -382,7 +383,7 @@ class Launch:
         elif options.scale == "8p" and options.batch_size is None and self.world != MAX_PROCESSES_PER_NODE:
             per_device = values["batch_size"] // MAX_PROCESSES_PER_NODE
             changes["batch_size"] = per_device * self.world
-            self.say("{} processes: global batch {} keeps the original's {} images per device".format(
+            self.notes.append("{} processes: global batch {} keeps the original's {} images per device".format(
                 self.world, changes["batch_size"], per_device))
         return changes
 
@@ -396,8 +397,8 @@ class Launch:
             changes["batch_size"] = batch
             if options.learning_rate is None:
                 changes["lr"] = float("{:.6g}".format(values["lr"] * batch / values["batch_size"]))
-                self.say("CPU: learning rate scaled with the batch: {:g} * {} / {} = {:g} (--learning_rate=X to "
-                         "set it)".format(values["lr"], batch, values["batch_size"], changes["lr"]))
+                self.notes.append("CPU: learning rate scaled with the batch: {:g} * {} / {} = {:g} (--learning_rate=X "
+                                  "to set it)".format(values["lr"], batch, values["batch_size"], changes["lr"]))
         steps = passthrough_value(self.passthrough, "--steps-per-epoch")
         if steps is None:
             steps = changes["steps_per_epoch"] = CPU_PERF_STEPS
@@ -408,9 +409,9 @@ class Launch:
             if share > 0 and passthrough_value(self.passthrough, "--warm_up_epochs", "--warmup-epochs") is None:
                 changes["warm_up_epochs"] = CPU_PERF_EPOCHS * min(share, CPU_PERF_MAX_WARM_UP_SHARE)
                 warm_up = ", {:g} epoch(s) of warm-up".format(changes["warm_up_epochs"])
-        self.say("CPU: performance run of batch {}, {} epoch(s) of {} steps{} (about a minute at the launcher's "
-                 "sizes); CPU figures, not comparable with NPU/GPU ones".format(
-                     batch, changes.get("epochs", options.epochs), steps, warm_up))
+        self.notes.append("CPU: performance run of batch {}, {} epoch(s) of {} steps{} (about a minute at the "
+                          "launcher's sizes); CPU figures, not comparable with NPU/GPU ones".format(
+                              batch, changes.get("epochs", options.epochs), steps, warm_up))
         return changes
 
     def _workers(self):
@@ -599,7 +600,9 @@ def main(argv=None):
     nprocs, device_ids = choose_processes(options, probe)
     launch = Launch(options, probe, nprocs, device_ids, say, passthrough=passthrough)
     specs = launch.specs(passthrough, os.environ)
-    check_with_main(specs[0])
+    check_with_main(specs[0])  # a bad flag or data set ends here with main.py's one error line
+    for note in launch.notes:
+        say(note)
     set_aside_previous_run(launch, passthrough)
     announce(launch)
     start = time.time()
