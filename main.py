@@ -54,9 +54,12 @@ def main(argv=None):
         device_type = devices.resolve_device_type(args.device)
         if args.data_backend == "dali" and not args.dummy:
             dali.check_available(device_type)  # one error line with the install command, before any process starts
-        precision.check_flags(args.amp, device_type, args.opt_level, args.loss_scale)
+        precision.check_flags(args.amp, device_type, args.opt_level, args.loss_scale, args.amp_dtype)
         launch = modes.plan(args, devices.device_count(device_type))
         notes = options.lr_warnings(args, options.given_dests(argv))
+        precision_note = precision.choose_dtype(args.amp, device_type, args.amp_dtype)[1]
+        if precision_note:
+            notes.append(precision_note)
         if args.resume == "auto":
             notes.append(auto_resume.resolve(args))
         if launch.mode != "spawn" and _rank(launch) == "0":  # said once: by rank 0, not by a spawning parent
@@ -124,7 +127,7 @@ def check_only(args, launch):
         ckpt.load_checkpoint(args.resume, "--resume")
     if not (args.dummy or args.evaluate):
         samples, _ = loaders.scan_folder(os.path.join(args.data, "train"))
-        inputs.steps_per_epoch(args, len(samples) // args.batch_size, launch.world_size)
+        inputs.steps_per_epoch(args, len(samples) // args.batch_size, launch.world_size, images=len(samples))
     return 0
 
 
@@ -156,7 +159,7 @@ def train(args, ctx, device, log):
         model.to(memory_format=torch.channels_last)
     seeding.seed_everything(args.seed + ctx.rank)  # different augmentation streams per rank
 
-    amp = precision.build_amp(args.amp, device.type, args.opt_level, args.loss_scale, log=log)
+    amp = precision.build_amp(args.amp, device.type, args.opt_level, args.loss_scale, dtype=args.amp_dtype, log=log)
     optimizer = optim.build_optimizer(
         model, lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay,
         norm_weight_decay=args.norm_weight_decay, bias_weight_decay=args.bias_weight_decay,
@@ -165,7 +168,8 @@ def train(args, ctx, device, log):
     model, optimizer = amp.prepare(model, optimizer)
     start_epoch, best_acc1 = ckpt.resume(checkpoint, args=args, world_size=ctx.world_size, rank=ctx.rank,
                                          optimizer=optimizer, amp=amp, ema=ema, log=log)
-    steps = None if args.evaluate else inputs.steps_per_epoch(args, len(data.train), ctx.world_size)
+    steps = None if args.evaluate else inputs.steps_per_epoch(args, len(data.train), ctx.world_size,
+                                                              images=data.train_images)
     # the first file this run writes (a failed start above leaves an earlier run's metrics.jsonl as it was)
     with writers.MetricsWriter(os.path.join(args.output_dir, "metrics.jsonl"), enabled=is_main,
                                append=bool(args.resume) or args.evaluate, tensorboard=args.tensorboard) as metrics:
@@ -188,7 +192,8 @@ def train(args, ctx, device, log):
             files.remove_stale_temps(args.output_dir)  # temp files of a write that a kill interrupted
         trained = model_for_training(model, args, ctx, device)
         if args.dummy:
-            log("=> --dummy: synthetic data, validation skipped (its accuracy would mean nothing)")
+            log("=> --dummy: synthetic data, {} steps per epoch{}, validation skipped (its accuracy would mean "
+                "nothing)".format(steps, "" if args.steps_per_epoch else " (--steps-per-epoch N to change)"))
         weights = [model] + ([ema.module] if ema is not None else [])
         state = {"model": model, "optimizer": optimizer, "amp": amp, "ema": ema}
 

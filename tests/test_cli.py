@@ -78,7 +78,7 @@ def test_main_help_shows_each_range_and_default(capsys):
 
 
 @pytest.mark.parametrize("argv, line", [
-    (["--bogus"], "error: unrecognized arguments: --bogus"),
+    (["--bogus"], "error: unknown flag --bogus"),
     (["--lr", "abc"], "error: argument --lr/--learning-rate: must be a finite number > 0, got abc"),
     (["-b", "0"], "error: argument -b/--batch-size: must be an integer >= 1, got 0"),
     (["--device", "tpu"], "error: argument --device: invalid choice: 'tpu'"),

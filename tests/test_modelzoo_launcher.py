@@ -33,7 +33,7 @@ from training.launch import supervisor
 
 NUMERIC_KEYS = ("RankSize", "BatchSize", "ActualFPS", "TrainingTime", "ActualLoss", "E2ETrainingTime")
 # Small enough for 2 shared CPU cores. FP32 keeps the fp32 path of the launchers covered and is fast on any CPU;
-# the 1p performance test keeps the default precision (--amp: bf16 autocast on a CPU).
+# the 1p performance test keeps the default precision (--amp: bf16 autocast on a CPU with native bf16, else fp32).
 TINY_DEFAULT_PRECISION = ["--arch=shufflenet_v2_x0_5", "--train-crop-size=32", "--val-resize-size=36",
                           "--val-crop-size=32", "--print-freq=1", "--workers=1"]
 TINY = TINY_DEFAULT_PRECISION + ["--precision_mode=must_keep_origin_dtype"]
@@ -101,7 +101,7 @@ def test_performance_1p_on_synthetic_data(tmp_path):
                                                 "--steps-per-epoch=3"] + TINY_DEFAULT_PRECISION)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "synthetic data (--dummy)" in result.stdout
-    assert "CPU: performance run shrunk" in result.stdout
+    assert "CPU: performance run of batch 4, 1 epoch(s) of 3 steps, 0.5 epoch(s) of warm-up" in result.stdout
     values = check_summary(out, "3", "Shufflenetv2_ID0099_for_PyTorch_bs4_1p_perf", accuracy=False)
     assert values["RankSize"] == "1" and values["BatchSize"] == "4"
     assert "Final Performance images/sec : {}".format(values["ActualFPS"]) in result.stdout
@@ -157,8 +157,8 @@ def test_a_batch_too_large_for_the_data_fails_before_moving_the_previous_run(tmp
     result = launch("train_full_1p.sh", ["--data_path=" + tiny_data, "--output_root=" + out, "--batch_size=64"]
                     + TINY)
     assert result.returncode == 2
-    assert without_device_note(result.stderr) == [
-        "error: the training set has fewer images than one batch per process (64): lower --batch-size"]
+    assert without_device_note(result.stderr) == [  # the launcher's spelling: the user typed --batch_size
+        "error: the training set has 8 images, fewer than one batch (--batch_size=64): lower it"]
     assert_previous_run_untouched(os.path.join(out, "0"))
     result = launch("train_full_1p.sh", ["--data_path=" + tiny_data, "--output_root=" + out, "--lr-schedule=step"])
     assert result.returncode == 2 and "argument --lr-schedule: invalid choice: 'step'" in result.stderr

@@ -40,23 +40,24 @@ def test_the_probe_reports_this_interpreters_torch_and_amp():
 
 
 def planned(precision_mode, amp_refusal):
-    """(main.py's command line, the launcher's lines) for a 1p performance run on a CPU probe."""
+    """(main.py's command line, the launcher's notes) for a 1p performance run on a CPU probe."""
     options, passthrough = modelzoo.parse_command_line(
         ["--mode", "performance", "--scale", "1p", "--precision_mode=" + precision_mode], {})
     probe = modelzoo.Probe("cpu", 1, 45678, 29688, torch="1.5.1", amp_refusal=amp_refusal)
-    said = []
-    launch = modelzoo.Launch(options, probe, 1, [0], say=said.append)
-    return launch.specs(passthrough, {})[0].argv, said
+    launch = modelzoo.Launch(options, probe, 1, [0], say=lambda line: None)
+    return launch.specs(passthrough, {})[0].argv, launch.notes
 
 
-def test_mixed_precision_where_the_torch_has_no_cpu_autocast_trains_in_float32_said_once():
-    refusal = "--amp on the CPU (bfloat16 autocast) needs torch >= 1.10 (this is torch 1.5.1)"
-    argv, said = planned("allow_mix_precision", refusal)
-    assert "--amp" not in argv and "--loss-scale" not in argv
-    assert [line for line in said if "float32" in line] == [
-        "--precision_mode=allow_mix_precision runs in float32 here: " + refusal]
-    argv, said = planned("allow_mix_precision", None)
-    assert argv[argv.index("--amp"):argv.index("--amp") + 5] == ["--amp", "--opt-level", "O2", "--loss-scale", "64"]
-    assert not any("float32" in line for line in said)
-    argv, said = planned("must_keep_origin_dtype", refusal)
-    assert "--amp" not in argv and not any("float32" in line for line in said)
+def test_forced_mixed_precision_where_the_torch_has_no_cpu_autocast_is_plain_amp_said_once():
+    """An explicit allow_mix_precision forces bf16 on a CPU; where this torch cannot (no CPU autocast), the launcher
+    passes --amp alone (main.py then trains in fp32 and says why) and says so once."""
+    refusal = "bf16 autocast on the CPU needs torch >= 1.10 (this is torch 1.5.1)"
+    argv, notes = planned("allow_mix_precision", refusal)
+    assert "--amp" in argv and "--amp-dtype" not in argv
+    assert [line for line in notes if "bf16" in line] == [
+        "--precision_mode=allow_mix_precision cannot force bf16 here: " + refusal]
+    argv, notes = planned("allow_mix_precision", None)
+    assert argv[argv.index("--amp-dtype"):argv.index("--amp-dtype") + 2] == ["--amp-dtype", "bfloat16"]
+    assert not any("cannot force" in line for line in notes)
+    argv, notes = planned("must_keep_origin_dtype", refusal)
+    assert "--amp" not in argv and not any("cannot force" in line for line in notes)

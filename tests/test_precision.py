@@ -51,15 +51,58 @@ def test_apex_path_with_fakes_trains_and_checkpoints(fakes, capsys):
                                       apex_optimizers=devices.import_apex()[1])) is torch.optim.SGD
 
 
-@requires_torch("1.10", "CPU autocast")
-def test_native_amp_on_cpu_uses_bfloat16_without_an_apex_warning(fresh_imports):
+@pytest.fixture
+def native_bf16(monkeypatch):
+    """A CPU with bf16 in hardware, whatever this machine has (the choice itself: tests/test_precision.py)."""
+    monkeypatch.setattr(precision, "native_bf16_feature", lambda: "amx_bf16")
+    for name in precision.ONEDNN_ISA_ENV:
+        monkeypatch.delenv(name, raising=False)
+
+
+# --amp on such a CPU: bf16 autocast, or fp32 on a torch without CPU autocast (torch < 1.10, the 1.8 lane)
+CPU_AMP_KIND = "native-bfloat16" if hasattr(torch, "autocast") else "off"
+
+
+def test_native_amp_on_cpu_uses_bfloat16_without_an_apex_warning(fresh_imports, native_bf16):
     """apex never applies on a CPU: no warning about it, whether it is installed (the fakes) or not."""
     fresh_imports.setitem(sys.modules, "apex", None)  # import apex -> ImportError
     lines = []
     amp = precision.build_amp(True, "cpu", "O2", "64", log=lines.append)
-    assert lines == ["note: --amp on CPU: native bfloat16 autocast"]
-    assert amp.kind == "native-bfloat16" and amp.scaler is None and amp.state_dict() is None
+    assert lines == []  # main.py prints the CPU's precision line (precision.choose_dtype)
+    gpu_lines = []
+    precision.build_amp(True, "cuda", "O2", "64", log=gpu_lines.append)
+    assert len(gpu_lines) == 1 and gpu_lines[0].startswith("warning: --amp: apex is not available (")
+    assert amp.kind == CPU_AMP_KIND and amp.scaler is None and amp.state_dict() is None
     assert precision.build_amp(False, "cpu").kind == "off"
+
+
+@requires_torch("1.10", "CPU autocast")
+def test_native_amp_on_cpu_runs_in_bfloat16(native_bf16):
+    amp = precision.build_amp(True, "cpu", "O2", "64", log=lambda line: None)
+    with amp.autocast():
+        out = nn.Linear(4, 2)(torch.ones(1, 4))
+    assert out.dtype == torch.bfloat16
+
+
+def test_native_amp_on_a_torch_without_cpu_autocast_trains_in_fp32_and_says_why(monkeypatch, native_bf16):
+    """torch < 1.10 has no torch.autocast (the torch 1.5 and 1.8 lanes run this for real; here it is removed): --amp
+    trains in fp32 with one line; autocast asked for directly is one error line naming the torch needed."""
+    monkeypatch.delattr(torch, "autocast", raising=False)
+    assert precision.build_amp(True, "cpu", "O2", "64", log=lambda line: None).kind == "off"
+    assert "has no CPU autocast (torch >= 1.10), training in fp32" in precision.choose_dtype(True, "cpu")[1]
+    with pytest.raises(UserError, match=r"needs torch >= 1\.10"):
+        precision.Amp(True, "cpu", dtype=torch.bfloat16).autocast()
+    with pytest.raises(UserError, match=r"--amp-dtype bfloat16 needs torch.autocast \(torch >= 1\.10\)"):
+        precision.check_flags(True, "cpu", amp_dtype="bfloat16")
+
+
+def test_installed_apex_is_not_used_or_mentioned_on_cpu(fakes, native_bf16):
+    apex, _ = fakes
+    lines = []
+    amp = precision.build_amp(True, "cpu", "O2", "64", log=lines.append)
+    assert amp.kind == CPU_AMP_KIND and amp.apex_optimizers is None
+    assert lines == []
+    assert apex.CALLS == []
 
 
 def test_native_amp_on_a_gpu_without_apex_warns_once(fresh_imports):
@@ -67,36 +110,6 @@ def test_native_amp_on_a_gpu_without_apex_warns_once(fresh_imports):
     gpu_lines = []
     precision.build_amp(True, "cuda", "O2", "64", log=gpu_lines.append)
     assert len(gpu_lines) == 1 and gpu_lines[0].startswith("warning: --amp: apex is not available (")
-
-
-@requires_torch("1.10", "CPU autocast")
-def test_native_amp_on_cpu_runs_in_bfloat16():
-    amp = precision.build_amp(True, "cpu", "O2", "64", log=lambda line: None)
-    with amp.autocast():
-        out = nn.Linear(4, 2)(torch.ones(1, 4))
-    assert out.dtype == torch.bfloat16
-
-
-def test_native_amp_on_a_torch_without_cpu_autocast_is_one_error_line(monkeypatch):
-    """torch < 1.10 has no torch.autocast (the torch 1.5 and 1.8 lanes run this for real; here it is removed)."""
-    monkeypatch.delattr(torch, "autocast", raising=False)
-    needed = "--amp on the CPU (bfloat16 autocast) needs torch >= 1.10 (this is torch {})".format(torch.__version__)
-    with pytest.raises(UserError) as info:
-        precision.build_amp(True, "cpu", "O2", "64", log=lambda line: None)
-    assert str(info.value) == needed
-    with pytest.raises(UserError, match=r"needs torch >= 1\.10"):
-        precision.Amp(True, "cpu").autocast()
-    assert precision.build_amp(False, "cpu").kind == "off"
-
-
-@requires_torch("1.10", "CPU autocast")
-def test_installed_apex_is_not_used_or_mentioned_on_cpu(fakes):
-    apex, _ = fakes
-    lines = []
-    amp = precision.build_amp(True, "cpu", "O2", "64", log=lines.append)
-    assert amp.kind == "native-bfloat16" and amp.apex_optimizers is None
-    assert lines == ["note: --amp on CPU: native bfloat16 autocast"]
-    assert apex.CALLS == []
 
 
 def test_bad_amp_flags():

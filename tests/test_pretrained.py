@@ -119,8 +119,11 @@ def test_export_check_is_relative_for_huge_logits(tmp_path, capsys):
     assert export_onnx.main([checkpoint, output]) == 0
     printed = capsys.readouterr().out
     assert "onnxruntime matches torch" in printed
-    difference = float(printed.rsplit("max |difference|", 1)[1])
+    difference = float(printed.split("max |difference| ", 1)[1].split()[0])
     assert difference > 1e-4  # what the old absolute-only check refused
+    relative = float(printed.split("max |difference| ", 1)[1].split(" = ", 1)[1].split()[0])
+    assert relative < 1e-5  # the printed figure says what matters: exact to float32 precision
+    assert "of the largest |logit| (" in printed
     with pytest.raises(UserError, match="onnxruntime differs from torch"):
         export_onnx.main([checkpoint, output, "--rtol", "0", "--tolerance", "1e-4"])
 

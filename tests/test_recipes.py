@@ -61,4 +61,4 @@ def test_main_check_only_validates_and_exits_without_training(tmp_path, capsys):
     assert not out.exists()  # nothing written
     assert main.main(["--recipe", "paper", "--data", data, "-b", "16", "--device", "cpu", "--check-only"]) == 2
     assert capsys.readouterr().err.splitlines() == [
-        "error: the training set has fewer images than one batch per process (16): lower --batch-size"]
+        "error: the training set has 8 images, fewer than one batch (--batch-size=16): lower it"]

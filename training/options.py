@@ -6,14 +6,17 @@ out of range; `check_args(args)` refuses flags that contradict each other. Both 
 data or device is touched.
 """
 import argparse
+import difflib
 import math
 import os
 import random
 
 import models
 from training import device as devices
-from training.launch import modes
+from training.data import inputs
+from training.launch import modelzoo, modes
 from training import optim
+from training import precision
 from training import recipes
 from training.cli import Number, Parser
 from training.errors import UserError
@@ -34,6 +37,9 @@ class HelpFormatter(argparse.HelpFormatter):
         if "(default" not in action.help and not unset:
             notes.append("default: %(default)s")
         return "{} ({})".format(action.help, "; ".join(notes)) if notes else action.help
+
+
+DEFAULT_OUTPUT_DIR = "output"
 
 
 def build_parser():
@@ -60,7 +66,8 @@ def build_parser():
                         "docs/gpu.md)")
     g.add_argument("--dummy", action="store_true",
                    help="synthetic uint8 batches made on the device: no data set, for FPS measurements "
-                        "(no validation)")
+                        "(no validation; {} steps per epoch unless --steps-per-epoch)".format(
+                            inputs.DUMMY_STEPS_PER_EPOCH))
     g.add_argument("--train-crop-size", type=Number(int, MIN_CROP_SIZE), default=224,
                    help="RandomResizedCrop size for training")
     g.add_argument("--train-crop-scale", type=Number(float, 0, 1, low_open=True), nargs=2, default=(0.08, 1.0),
@@ -115,8 +122,12 @@ def build_parser():
     g.add_argument("--device", choices=devices.DEVICE_CHOICES, default="auto",
                    help="auto: npu if torch_npu works, else cuda, else cpu; gpu = cuda")
     g.add_argument("--amp", action="store_true",
-                   help="mixed precision: apex amp when installed (npu/cuda), else native autocast "
-                        "(fp16 + GradScaler on npu/cuda, bf16 on cpu)")
+                   help="mixed precision: apex amp when installed (npu/cuda), else native autocast (fp16 + "
+                        "GradScaler on npu/cuda; on a CPU bf16 where it has native bf16 (avx512_bf16/amx_bf16), "
+                        "else fp32)")
+    g.add_argument("--amp-dtype", choices=precision.AMP_DTYPES, default="auto",
+                   help="with --amp: auto (as above) or bfloat16 (bf16 autocast on any device, also on a CPU "
+                        "without native bf16, where it is emulated and slow)")
     g.add_argument("--opt-level", default="O2", help="apex opt level O1/O2 (native AMP: autocast either way)")
     g.add_argument("--loss-scale", default=None,
                    help="static loss scale (e.g. 64) or -1 for dynamic (default: dynamic)")
@@ -160,8 +171,9 @@ def build_parser():
     g.add_argument("--resume", default="", metavar="FILE",
                    help="continue from a checkpoint (a bare state_dict loads weights only); auto: from the newest "
                         "complete checkpoint in --output-dir, or start fresh when there is none")
-    g.add_argument("--output-dir", "--workspace", dest="output_dir", default=".",
-                   help="folder for checkpoints and metrics.jsonl")
+    g.add_argument("--output-dir", "--workspace", dest="output_dir", default=DEFAULT_OUTPUT_DIR,
+                   help="folder for checkpoints and metrics.jsonl, made when missing (default: output/ in the "
+                        "current folder, as timm's ./output; the repository ignores it in git)")
     g.add_argument("--checkpoint-nameprefix", default="checkpoint",
                    help="checkpoint file name prefix: PREFIX.pth.tar, PREFIX_epochN.pth.tar")
     g.add_argument("--checkpoint-freq", type=Number(int, 0), default=0,
@@ -180,7 +192,41 @@ def parse_args(argv=None):
     name = first.parse_known_args(argv)[0].recipe
     if name in recipes.NAMES:
         parser.set_defaults(**recipes.defaults(name))
-    return parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        known = [flag for action in parser._actions for flag in action.option_strings]
+        if modelzoo.started_by_launcher():  # the user typed the launcher's flags: suggest those first
+            known = modelzoo.launcher_flags() + known
+        raise UserError(unknown_arguments_message(unknown, known))
+    return args
+
+
+def unknown_arguments_message(unknown, known):
+    """'unknown flag --batchsize=8 (did you mean --batch_size?)' for parse_known_args's leftovers `unknown`; a
+    suggestion is the closest of the `known` flags (earlier ones win ties) when it is close."""
+    flags = [token for token in unknown if token.startswith("-")]
+    if not flags:
+        return "unexpected argument{} {} (every value follows its flag)".format("s" * (len(unknown) > 1),
+                                                                               " ".join(unknown))
+    described = []
+    for token in flags:
+        suggestion = closest_flag(token.split("=", 1)[0], known)
+        described.append(token + (" (did you mean {}?)".format(suggestion) if suggestion else ""))
+    return "unknown flag{} {}".format("s" * (len(flags) > 1), ", ".join(described))
+
+
+def closest_flag(flag, known, cutoff=0.6):
+    """The flag of `known` most like `flag` (difflib's ratio of the names without dashes, `_` and `-` alike) if
+    it reaches `cutoff`, earlier entries winning ties; else None."""
+    def name(text):
+        return text.lstrip("-").replace("_", "-")
+
+    best, best_score = None, cutoff
+    for candidate in known:
+        score = difflib.SequenceMatcher(None, name(flag), name(candidate)).ratio()
+        if score > best_score or (best is None and score == best_score):
+            best, best_score = candidate, score
+    return best
 
 
 def given_dests(argv):
@@ -237,6 +283,8 @@ def check_args(args):
     if args.arch not in models.MODEL_NAMES:
         raise UserError("unknown --arch {!r}; choose from: {}".format(args.arch, ", ".join(models.MODEL_NAMES)))
     check_consistency(args)
+    if args.amp_dtype != "auto" and not args.amp:
+        raise UserError("--amp-dtype {} needs --amp".format(args.amp_dtype))
     if args.evaluate and not (args.resume or args.pretrained):
         raise UserError("--evaluate needs weights to score: give --resume FILE or --pretrained")
     if args.evaluate and args.dummy:
@@ -273,7 +321,9 @@ def lr_warnings(args, given):
         lines.append("warning: --lr {:g} was tuned for batch {}, this run uses --batch-size {}: the linearly scaled "
                      "value is --lr {:g} (give --lr to choose)".format(args.lr, batch, args.batch_size,
                                                                         args.lr * args.batch_size / batch))
-    if args.warm_up_epochs > 0 and args.warm_up_epochs >= args.epochs:  # given or not: never what one wants
+    # a recipe's own pair is the recipe's choice (modelzoo_performance_8p: 5 warm-up epochs in 1); a flag given
+    # here makes it the user's
+    if args.warm_up_epochs > 0 and args.warm_up_epochs >= args.epochs and given & {"warm_up_epochs", "epochs"}:
         lines.append("warning: --warm_up_epochs {:g} >= --epochs {}: the whole run is warm-up, the learning rate "
                      "never reaches --lr {:g}".format(args.warm_up_epochs, args.epochs, args.lr))
     return lines

@@ -2,13 +2,15 @@
 
 - apex amp (Ascend or NVIDIA apex, `--amp` on npu/cuda when apex imports; O1/O2 with NpuFusedSGD on NPU),
 - native fp16 autocast + GradScaler (`--amp` on npu/cuda without apex),
-- native bf16 autocast (`--amp` on cpu; torch >= 1.10, older torch refuses `--amp` on the CPU in one line),
-- fp32 (no `--amp`).
+- native bf16 autocast (`--amp` on a CPU with bf16 arithmetic in hardware, or `--amp-dtype bfloat16` anywhere),
+- fp32 (no `--amp`, or `--amp` on a CPU without native bf16: emulated bf16 is many times slower than fp32 there).
 
 Everything here also runs on the torch 1.5 and 1.8 of Ascend images: newer APIs sit behind hasattr/try and
 training/compat.py.
 """
 import contextlib
+import functools
+import os
 
 import torch
 
@@ -42,7 +44,9 @@ class Amp:
     """
 
     def __init__(self, enabled, device_type, *, opt_level="O2", loss_scale=None, apex_amp=None,
-                 apex_optimizers=None):
+                 apex_optimizers=None, dtype=None):
+        """`dtype`: the native autocast dtype (default: bfloat16 on a CPU, float16 elsewhere); bfloat16 needs no
+        GradScaler."""
         self.enabled = bool(enabled)
         self.device_type = device_type
         self.opt_level = opt_level
@@ -56,8 +60,8 @@ class Amp:
         self.scaler = None
         self.dtype = None
         if self.enabled and self.apex_amp is None:
-            self.dtype = torch.bfloat16 if device_type == "cpu" else torch.float16
-            if device_type != "cpu":
+            self.dtype = dtype or (torch.bfloat16 if device_type == "cpu" else torch.float16)
+            if self.dtype == torch.float16:
                 self.scaler = self._native_scaler()
 
     @property
@@ -147,38 +151,135 @@ class Amp:
             self.scaler.load_state_dict(state)
 
 
-def build_amp(enabled, device_type, opt_level="O2", loss_scale=None, *, log=print):
-    """The Amp for these flags: apex when it imports and the device is npu/cuda, else native autocast, with a
-    warning when apex is absent on npu/cuda (the ModelZoo flags ask for it). On a CPU apex never applies: it is not
-    imported and nothing warns about it."""
-    check_flags(enabled, device_type, opt_level, loss_scale)
+AMP_DTYPES = ("auto", "bfloat16")  # main.py --amp-dtype
+# Linux /proc/cpuinfo flags of bf16 arithmetic in hardware: x86 AVX512-BF16 and AMX-BF16, Arm's BF16 extension.
+NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16", "bf16")
+# torch's own probes (private, torch >= 2.3; absent before): the CPU feature each one detects.
+TORCH_BF16_PROBES = (("_is_amx_tile_supported", "amx_bf16"), ("_is_avx512_bf16_supported", "avx512_bf16"))
+
+
+@functools.lru_cache(maxsize=None)
+def native_bf16_feature():
+    """The CPU feature that does bf16 arithmetic in hardware ('avx512_bf16', 'amx_bf16', Arm's 'bf16'), or None
+    when neither torch nor /proc/cpuinfo reports one (oneDNN then emulates bf16, many times slower than fp32)."""
+    cpu = getattr(torch, "cpu", None)
+    for probe, feature in TORCH_BF16_PROBES:
+        try:
+            if getattr(cpu, probe)():
+                return feature
+        except Exception:  # an older torch without the probe, or one that fails on this platform
+            continue
+    return _cpuinfo_bf16_flag()
+
+
+def _cpuinfo_bf16_flag(path="/proc/cpuinfo"):
+    """The first NATIVE_BF16_FLAGS entry on the first `flags` (x86) or `Features` (Arm) line of `path`, or None
+    (also where the file does not exist: macOS, Windows)."""
+    try:
+        with open(path) as stream:
+            for line in stream:
+                name, _, value = line.partition(":")
+                if name.strip().lower() in ("flags", "features"):
+                    present = set(value.split())
+                    return next((flag for flag in NATIVE_BF16_FLAGS if flag in present), None)
+    except OSError:
+        pass
+    return None
+
+
+# oneDNN's documented cap on the instructions it uses (ONEDNN_MAX_CPU_ISA, DNNL_MAX_CPU_ISA before oneDNN 2.0): capped
+# below AVX512_CORE_BF16 it emulates bf16 even on a CPU that has it. Caps whose names contain one of these words
+# include bf16 arithmetic (AVX512_CORE_FP16 and AVX10 are supersets of AVX512_CORE_BF16).
+ONEDNN_ISA_ENV = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA")
+ONEDNN_BF16_ISA_WORDS = ("BF16", "AMX", "FP16", "AVX10", "ALL", "DEFAULT")
+
+
+def onednn_cap_without_bf16(environ=None):
+    """'ONEDNN_MAX_CPU_ISA=AVX2' when that variable keeps oneDNN below the CPU's bf16 instructions, else None."""
+    environ = os.environ if environ is None else environ
+    for name in ONEDNN_ISA_ENV:
+        value = environ.get(name, "").strip()
+        if value:
+            if any(word in value.upper() for word in ONEDNN_BF16_ISA_WORDS):
+                return None
+            return "{}={}".format(name, value)
+    return None
+
+
+def choose_dtype(enabled, device_type, requested="auto"):
+    """(autocast dtype or None for fp32, a line saying what a CPU run gets and why, or None).
+
+    npu/cuda: float16 (apex or native, build_amp decides) unless `requested` is "bfloat16". CPU: bfloat16 where the
+    CPU does bf16 in hardware, else fp32; `requested` "bfloat16" forces bf16 autocast either way. A torch without
+    the autocast that this needs is a UserError for a forced bf16, fp32 with the line for the automatic choice."""
+    if not enabled:
+        return None, None
+    if requested not in AMP_DTYPES:
+        raise UserError("--amp-dtype must be one of {}, got {!r}".format(", ".join(AMP_DTYPES), requested))
+    has_autocast = hasattr(torch, "autocast")  # torch >= 1.10: CPU autocast, and bf16 on any device
+    if requested == "bfloat16":
+        if not has_autocast:
+            raise UserError("--amp-dtype bfloat16 needs torch.autocast (torch >= 1.10); this torch is {}".format(
+                torch.__version__))
+        return torch.bfloat16, _forced_bf16_note(device_type)
+    if device_type != "cpu":
+        return torch.float16, None
+    if not has_autocast:
+        return None, "=> --amp on cpu: this torch {} has no CPU autocast (torch >= 1.10), training in fp32".format(
+            torch.__version__)
+    feature = native_bf16_feature()
+    if feature is None:
+        return None, ("=> --amp on cpu: this CPU has no native bf16 (avx512_bf16/amx_bf16), training in fp32 "
+                      "(--amp-dtype bfloat16 forces bf16 autocast)")
+    cap = onednn_cap_without_bf16()
+    if cap:
+        return None, ("=> --amp on cpu: {} keeps oneDNN off this CPU's native bf16 ({}), training in fp32 "
+                      "(--amp-dtype bfloat16 forces bf16 autocast)".format(cap, feature))
+    return torch.bfloat16, "=> --amp on cpu: bf16 autocast (native bf16 on this CPU: {})".format(feature)
+
+
+def _forced_bf16_note(device_type):
+    if device_type != "cpu":
+        return None
+    feature, cap = native_bf16_feature(), onednn_cap_without_bf16()
+    if feature is None or cap:
+        why = "this CPU has no native bf16" if feature is None else "{} keeps oneDNN off native bf16".format(cap)
+        return "=> --amp-dtype bfloat16 on cpu: bf16 autocast although {} (emulated, expect it slower than " \
+               "fp32)".format(why)
+    return "=> --amp-dtype bfloat16 on cpu: bf16 autocast (native bf16 on this CPU: {})".format(feature)
+
+
+def build_amp(enabled, device_type, opt_level="O2", loss_scale=None, *, dtype="auto", log=print):
+    """The Amp for these flags (`dtype`: --amp-dtype; choose_dtype says what a CPU gets, main.py prints its line):
+    apex when it imports, the device is npu/cuda and the dtype float16, else native autocast, with a warning when
+    apex is absent on npu/cuda (the ModelZoo flags ask for it); fp32 on a CPU without native bf16. On a CPU apex
+    never applies: it is not imported and nothing warns about it."""
+    if opt_level not in ("O0", "O1", "O2", "O3"):
+        raise UserError("--opt-level must be O0, O1, O2 or O3, got {!r}".format(opt_level))
+    autocast_dtype = choose_dtype(enabled, device_type, dtype)[0]
     apex_amp = apex_optimizers = None
-    if enabled and device_type == "cpu":
-        log("note: --amp on CPU: native bfloat16 autocast")
-    elif enabled:
+    if autocast_dtype == torch.float16:
         apex_amp, apex_optimizers, reason = devices.import_apex()
         if apex_amp is None:
             log("warning: --amp: apex is not available ({}); using native torch AMP".format(reason))
-    return Amp(enabled, device_type, opt_level=opt_level, loss_scale=loss_scale, apex_amp=apex_amp,
-               apex_optimizers=apex_optimizers)
+    return Amp(autocast_dtype is not None, device_type, opt_level=opt_level, loss_scale=loss_scale,
+               apex_amp=apex_amp, apex_optimizers=apex_optimizers, dtype=autocast_dtype)
 
 
-def check_flags(enabled, device_type, opt_level="O2", loss_scale=None):
-    """UserError for a bad --opt-level or --loss-scale, or for --amp where this torch cannot run it on
-    `device_type` (main.py asks before any process starts)."""
+def check_flags(enabled, device_type, opt_level="O2", loss_scale=None, amp_dtype="auto"):
+    """UserError for a bad --opt-level or --loss-scale, or for an --amp-dtype this torch cannot run (main.py asks
+    before any process starts). `--amp` alone never fails: where bf16 cannot run it trains in fp32 and says so."""
     if opt_level not in ("O0", "O1", "O2", "O3"):
         raise UserError("--opt-level must be O0, O1, O2 or O3, got {!r}".format(opt_level))
     _parse_loss_scale(loss_scale)
-    refusal = amp_refusal(device_type) if enabled else None
-    if refusal:
-        raise UserError(refusal)
+    choose_dtype(enabled, device_type, amp_dtype)
 
 
 def amp_refusal(device_type):
-    """Why `--amp` cannot run on `device_type` with this torch (one line), else None: CPU autocast came with
-    torch.autocast in torch 1.10."""
+    """Why bf16 autocast on `device_type` cannot run with this torch (one line), else None: CPU autocast came with
+    torch.autocast in torch 1.10. The launcher asks it before it forces bf16 on a CPU."""
     if device_type == "cpu" and not compat.has_cpu_autocast():
-        return compat.needs("--amp on the CPU (bfloat16 autocast)", "1.10")
+        return compat.needs("bf16 autocast on the CPU", "1.10")
     return None
 
 

@@ -2,19 +2,25 @@
 preprocessing, the per-epoch reseeding and the number of steps per epoch.
 
 """
+import math
+
 from training.data import dali, loaders
 from training.data.device_preprocess import DevicePreprocess
 from training.errors import UserError
+from training.launch import modelzoo
 
-IMAGENET_TRAIN_IMAGES = 1281167  # the synthetic epoch of --dummy without --steps-per-epoch
+# --dummy without --steps-per-epoch: enough steps for a steady images/s after the 10 left out of it (engine.py),
+# few enough for a first look (an ImageNet-sized synthetic epoch is 160,000 steps at batch 8)
+DUMMY_STEPS_PER_EPOCH = 100
 
 
 class Data:
     """This rank's loaders and what comes with them."""
 
-    def __init__(self, *, train, sampler, val, num_classes, classes, preprocess):
+    def __init__(self, *, train, sampler, val, num_classes, classes, preprocess, train_images):
         self.train, self.sampler, self.val = train, sampler, val
         self.num_classes, self.classes, self.preprocess = num_classes, classes, preprocess
+        self.train_images = train_images  # in the whole training set (all ranks)
 
 
 def build(args, ctx, device):
@@ -24,10 +30,11 @@ def build(args, ctx, device):
     preprocess = DevicePreprocess(jitter=args.color_jitter, channels_last=args.channels_last, seed=args.seed + ctx.rank)
     if args.dummy:
         num_classes = args.num_classes or 1000
-        steps = args.steps_per_epoch or IMAGENET_TRAIN_IMAGES // args.batch_size
+        steps = args.steps_per_epoch or DUMMY_STEPS_PER_EPOCH
         train = loaders.SyntheticLoader(per_rank, args.train_crop_size, num_classes, device, steps)
         val = loaders.SyntheticLoader(per_rank, args.val_crop_size, num_classes, device, max(1, min(10, steps)))
-        return Data(train=train, sampler=None, val=val, num_classes=num_classes, classes=None, preprocess=preprocess)
+        return Data(train=train, sampler=None, val=val, num_classes=num_classes, classes=None, preprocess=preprocess,
+                    train_images=steps * args.batch_size)
     train_dir, val_dir = loaders.check_data_root(args.data)
     shared = {"world_size": ctx.world_size, "rank": ctx.rank, "strict": args.strict_data}
     if args.data_backend == "dali":  # decoding on the device (the CPU in tests): same samplers, boxes and batches
@@ -45,15 +52,22 @@ def build(args, ctx, device):
         raise UserError("--num-classes {} is smaller than the {} class folders in {}".format(
             args.num_classes, len(classes), train_dir))
     return Data(train=train, sampler=sampler, val=val, num_classes=args.num_classes or len(classes),
-                classes=classes, preprocess=preprocess)
+                classes=classes, preprocess=preprocess, train_images=len(train.dataset))
 
 
-def steps_per_epoch(args, batches, world_size):
-    """Iterations per epoch: the loader's full batches, capped by --steps-per-epoch; none is a one-line error."""
+def steps_per_epoch(args, batches, world_size, *, images):
+    """Iterations per epoch: the loader's full batches, capped by --steps-per-epoch; none is a one-line error that
+    says how many `images` (the whole training set) each process got, in the spelling of the user's command
+    (a launcher's --batch_size, else main.py's --batch-size)."""
     steps = min(batches, args.steps_per_epoch or batches)
     if steps == 0:
-        raise UserError("the training set has fewer images than one batch per process ({}): lower --batch-size"
-                        .format(args.batch_size // world_size))
+        flag = "{}={}".format(modelzoo.user_spelling("batch_size", "--batch-size"), args.batch_size)
+        if world_size == 1:
+            raise UserError("the training set has {} images, fewer than one batch ({}): lower it".format(
+                images, flag))
+        raise UserError("the training set has {} images, {} per process, fewer than one batch per process ({}: "
+                        "{} over {} processes): lower it".format(images, math.ceil(images / world_size),
+                                                                args.batch_size // world_size, flag, world_size))
     return steps
 
 

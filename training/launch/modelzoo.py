@@ -9,7 +9,8 @@ Each script sources test/env_npu.sh and runs `python3 -m training.launch.modelzo
    (training/recipes.py), shrink performance runs on a CPU;
 3. run main.py once with `--check-only` (flags, data, batch against the data set): a launch that would fail at
    start-up stops here, before anything of an earlier run is touched;
-4. move the previous run's files in each output folder into `previous-<time>/`;
+4. move the previous run's files in each output folder into `previous-<time>/` (of those folders, the last
+   KEEP_PERFORMANCE_RUNS that hold a performance run are kept, older performance runs removed);
 5. start one main.py per rank with its own log `<output_root>/<device_id>/train_<device_id>.log` through
    training/launch/supervisor.py (one failed rank stops the others; Ctrl-C stops all; ranks die with the launcher);
 6. write the summary with tools/modelzoo_summary.py and print its `Final ...` lines.
@@ -19,6 +20,7 @@ import json
 import os
 import platform
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -37,6 +39,10 @@ LAUNCHER_RECIPES = ("modelzoo", "paper")
 DEVICES = ("auto", "npu", "cuda", "gpu", "cpu")
 PRECISION_ARGS = {"allow_mix_precision": ["--amp", "--opt-level", "O2", "--loss-scale", "64"],
                   "must_keep_origin_dtype": []}
+DEFAULT_PRECISION_MODE = "allow_mix_precision"
+# allow_mix_precision given on a CPU: bf16 autocast even without native bf16 (by default main.py's --amp trains a
+# CPU without native bf16 in fp32, where emulated bf16 is many times slower)
+FORCED_CPU_AMP_ARGS = ["--amp-dtype", "bfloat16"]
 # ModelZoo's dump and profiling switches: accepted so that ModelZoo tooling can call the scripts, no effect here.
 IGNORED_MODELZOO_FLAGS = ("--over_dump", "--over_dump_path", "--data_dump_flag", "--data_dump_step",
                           "--profiling", "--start_step", "--stop_step", "--bin", "--fps_lag")
@@ -47,9 +53,21 @@ CPU_PERF_EPOCHS = 1
 CPU_DEFAULT_PROCESSES = 2
 MAX_PROCESSES_PER_NODE = 8
 DEFAULT_GRACE_SECONDS = 20
+# previous-<time>/ folders of performance runs kept per output folder (older ones are removed: throughput runs on
+# synthetic data pile up otherwise); a full run's folder is never removed.
+KEEP_PERFORMANCE_RUNS = 5
+PERFORMANCE_SUMMARY_PATTERN = recipes.NETWORK + "_bs*_*p_perf.log"
+PREVIOUS_FOLDER = re.compile(r"^previous-([0-9]{8}-[0-9]{6})(?:-([0-9]+))?$")
 # main.py's spelling of the recipe keys the launcher may set itself.
 MAIN_FLAGS = {"batch_size": "-b", "lr": "--lr", "epochs": "--epochs", "seed": "--seed", "eval_freq": "--eval-freq",
-              "arch": "-a", "steps_per_epoch": "--steps-per-epoch", "workers": "-j"}
+              "arch": "-a", "steps_per_epoch": "--steps-per-epoch", "workers": "-j",
+              "warm_up_epochs": "--warm_up_epochs"}
+# Performance runs on CPU: the warm-up keeps the recipe's share of the run, at most this much of it (the recipes'
+# 1 of 2 and 5 of 1 epochs would otherwise fill the shrunk run of one epoch).
+CPU_PERF_MAX_WARM_UP_SHARE = 0.5
+# Set in the environment of every main.py the launcher starts (value: the script's name): main.py's messages then
+# name the launcher's spelling of a flag (--batch_size for main.py's --batch-size) and suggest launcher flags.
+LAUNCHER_ENV = "MODELZOO_LAUNCHER"
 WHOLE_NUMBER = re.compile(r"^[0-9]+$")
 NUMBER = re.compile(r"^([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?$")
 
@@ -73,7 +91,7 @@ def build_parser():
     p.add_argument("--batch_size", "--batch-size", "-b", dest="batch_size")
     p.add_argument("--learning_rate", "--lr", "--learning-rate", dest="learning_rate")
     p.add_argument("--epochs")
-    p.add_argument("--precision_mode", default="allow_mix_precision")
+    p.add_argument("--precision_mode", default=None)
     p.add_argument("--device", default="auto")
     p.add_argument("--recipe", default="modelzoo")
     p.add_argument("--output_root", default=os.path.join(REPO_ROOT, "test", "output"))
@@ -86,6 +104,31 @@ def build_parser():
     for flag in IGNORED_MODELZOO_FLAGS:
         p.add_argument(flag, nargs="?", const="True", dest="ignored_" + flag.lstrip("-"))
     return p
+
+
+def launcher_flags():
+    """The launcher's flags a user types, its own spellings first (for "did you mean" suggestions)."""
+    internal = {"--mode", "--scale", "-h", "--help"} | set(IGNORED_MODELZOO_FLAGS)
+    flags = []
+    for position in (0, 1, 2):  # every flag's first (ModelZoo) spelling before any alias
+        flags += [action.option_strings[position] for action in build_parser()._actions
+                  if len(action.option_strings) > position]
+    return [flag for flag in flags if flag not in internal]
+
+
+def started_by_launcher(environ=None):
+    """True in a main.py that a ModelZoo launcher started (LAUNCHER_ENV is set)."""
+    return bool((os.environ if environ is None else environ).get(LAUNCHER_ENV))
+
+
+def user_spelling(dest, main_flag, environ=None):
+    """How the user spells a flag: the launcher's `--<dest>` (e.g. --batch_size) when this main.py was started by
+    a launcher that has that flag, else main.py's `main_flag`."""
+    if started_by_launcher(environ):
+        for action in build_parser()._actions:
+            if action.dest == dest and action.option_strings:
+                return action.option_strings[0]
+    return main_flag
 
 
 def usage(mode, scale):
@@ -105,21 +148,25 @@ def usage(mode, scale):
   --batch_size=N  (-b)       global batch size over all processes
   --learning_rate=X (--lr)   peak learning rate
   --epochs=N                 epochs
-  --precision_mode=MODE      allow_mix_precision (default: --amp --opt-level O2 --loss-scale 64)
-                             or must_keep_origin_dtype (fp32)
+  --precision_mode=MODE      allow_mix_precision (--amp --opt-level O2 --loss-scale 64) or
+                             must_keep_origin_dtype (fp32). Default: allow_mix_precision, which on a CPU is bf16
+                             autocast only where the CPU has native bf16 (avx512_bf16/amx_bf16), else fp32;
+                             given explicitly on a CPU it forces bf16 autocast
   --device=D                 auto (default: npu if torch_npu works, else cuda, else cpu), npu, cuda, gpu or cpu
   --recipe=R                 modelzoo (default) or paper (ShuffleNetV2 paper / megvii recipe)
 {scale_flags}
-  --output_root=DIR          where the output folders go (default test/output)
+  --output_root=DIR          where the output folders go (default test/output); a run moves the previous one's
+                             files into <folder>/previous-<time>/ and keeps the last {keep} performance runs there
   -h, --help                 this help
-Performance runs on a CPU are shrunk (batch 8 per process, lr scaled, 1 epoch of 15 steps) unless overridden.
+Performance runs on a CPU are shrunk (batch 8 per process, lr scaled, 1 epoch of 15 steps, at most half of it
+warm-up) unless overridden.
 ModelZoo's dump/profiling switches ({ignored}) are accepted and ignored.
 Any other flag is passed to main.py unchanged and overrides the launcher's value,
 e.g. --arch=shufflenet_v2_x0_5 --workers=8 --train-crop-scale=0.5 1.0 --resume=test/output/0/checkpoint.pth.tar.
 Environment: PYTHON (interpreter, default python3), MASTER_ADDR / MASTER_PORT (default 127.0.0.1 / a free port),
 LAUNCHER_STOP_GRACE_SECONDS (after one rank fails or Ctrl-C, seconds the others get to stop before SIGKILL; {grace}).
 """.format(mode=mode, scale=scale, recipe=recipes.modelzoo_name(mode, scale), data=data, scale_flags=scale_flags,
-           ignored=" ".join(IGNORED_MODELZOO_FLAGS), grace=DEFAULT_GRACE_SECONDS)
+           ignored=" ".join(IGNORED_MODELZOO_FLAGS), grace=DEFAULT_GRACE_SECONDS, keep=KEEP_PERFORMANCE_RUNS)
 
 
 def normalize_passthrough(tokens):
@@ -194,7 +241,7 @@ def check_options(options, environ):
     if options.nnodes > 1 and not options.master_addr:
         raise UserError("--nnodes={}: give node 0's address with --master_addr=IP (or MASTER_ADDR)".format(
             options.nnodes))
-    if options.precision_mode not in PRECISION_ARGS:
+    if options.precision_mode is not None and options.precision_mode not in PRECISION_ARGS:
         raise UserError("unknown --precision_mode={}: use allow_mix_precision (AMP O2) or must_keep_origin_dtype "
                         "(fp32)".format(options.precision_mode))
     if options.device not in DEVICES:
@@ -300,8 +347,11 @@ def choose_processes(options, probe):
 class Launch:
     """Everything decided before the first process starts."""
 
-    def __init__(self, options, probe, nprocs, device_ids, say):
+    def __init__(self, options, probe, nprocs, device_ids, say, passthrough=()):
+        """`passthrough`: the flags for main.py, whose values win over the launcher's (named in its messages)."""
         self.options, self.probe, self.say = options, probe, say
+        self.passthrough = list(passthrough)
+        self.notes = []  # what the plan changed, said once main.py --check-only accepted the launch
         self.nprocs, self.device_ids = nprocs, device_ids
         self.world = nprocs * options.nnodes
         self.base_recipe = recipes.modelzoo_name(options.mode, options.scale)
@@ -334,37 +384,44 @@ class Launch:
         return flags
 
     def _performance_shape(self, values):
-        """CPU: batch 8 per process with the lr scaled along, 1 epoch of 15 steps; NPU/GPU 8p on another device
-        count: the original's per-device batch."""
+        """CPU: batch 8 per process with the lr scaled along, 1 epoch of 15 steps with the recipe's share of warm-up
+        (see _cpu_performance_shape); NPU/GPU 8p on another device count: the original's per-device batch."""
         options, changes = self.options, {}
         if self.probe.kind == "cpu":
-            batch = values["batch_size"]
-            if options.batch_size is None:
-                batch = CPU_PERF_BATCH_PER_PROCESS * self.world
-                changes["batch_size"] = batch
-                if options.learning_rate is None:
-                    changes["lr"] = float("{:.6g}".format(values["lr"] * batch / values["batch_size"]))
-                    self.say("CPU: learning rate scaled with the batch: {:g} * {} / {} = {:g} (--learning_rate=X to "
-                             "set it)".format(values["lr"], batch, values["batch_size"], changes["lr"]))
-            epochs = options.epochs if options.epochs is not None else CPU_PERF_EPOCHS
-            changes.update(epochs=epochs, steps_per_epoch=CPU_PERF_STEPS)
-            self.say("CPU: performance run shrunk to batch {}, {} epoch(s) of {} steps unless overridden (about a "
-                     "minute); CPU figures, not comparable with NPU/GPU ones".format(batch, epochs, CPU_PERF_STEPS))
+            changes = self._cpu_performance_shape(values)
         elif options.scale == "8p" and options.batch_size is None and self.world != MAX_PROCESSES_PER_NODE:
             per_device = values["batch_size"] // MAX_PROCESSES_PER_NODE
             changes["batch_size"] = per_device * self.world
-            self.say("{} processes: global batch {} keeps the original's {} images per device".format(
+            self.notes.append("{} processes: global batch {} keeps the original's {} images per device".format(
                 self.world, changes["batch_size"], per_device))
         return changes
 
-    def _precision_args(self):
-        """main.py's precision flags. allow_mix_precision where --amp cannot run (a CPU with torch < 1.10): float32,
-        said in one line."""
-        mode, refusal = self.options.precision_mode, self.probe.amp_refusal
-        if mode == "allow_mix_precision" and refusal:
-            self.say("--precision_mode=allow_mix_precision runs in float32 here: {}".format(refusal))
-            return PRECISION_ARGS["must_keep_origin_dtype"]
-        return PRECISION_ARGS[mode]
+    def _cpu_performance_shape(self, values):
+        """Batch 8 per process (lr scaled along), 1 epoch of 15 steps; the launcher's flags and main.py's
+        --steps-per-epoch / --warm_up_epochs given by the user win, and the message says what the run does."""
+        options, changes = self.options, {}
+        batch = values["batch_size"]
+        if options.batch_size is None:
+            batch = CPU_PERF_BATCH_PER_PROCESS * self.world
+            changes["batch_size"] = batch
+            if options.learning_rate is None:
+                changes["lr"] = float("{:.6g}".format(values["lr"] * batch / values["batch_size"]))
+                self.notes.append("CPU: learning rate scaled with the batch: {:g} * {} / {} = {:g} (--learning_rate=X "
+                                  "to set it)".format(values["lr"], batch, values["batch_size"], changes["lr"]))
+        steps = passthrough_value(self.passthrough, "--steps-per-epoch")
+        if steps is None:
+            steps = changes["steps_per_epoch"] = CPU_PERF_STEPS
+        warm_up = ""
+        if options.epochs is None:
+            changes["epochs"] = CPU_PERF_EPOCHS
+            share = values.get("warm_up_epochs", 0) / values["epochs"]
+            if share > 0 and passthrough_value(self.passthrough, "--warm_up_epochs", "--warmup-epochs") is None:
+                changes["warm_up_epochs"] = CPU_PERF_EPOCHS * min(share, CPU_PERF_MAX_WARM_UP_SHARE)
+                warm_up = ", {:g} epoch(s) of warm-up".format(changes["warm_up_epochs"])
+        self.notes.append("CPU: performance run of batch {}, {} epoch(s) of {} steps{} (about a minute at the "
+                          "launcher's sizes); CPU figures, not comparable with NPU/GPU ones".format(
+                              batch, changes.get("epochs", options.epochs), steps, warm_up))
+        return changes
 
     def _workers(self):
         """The original's worker count is for the whole node, main.py's -j per process; never more than cores."""
@@ -398,9 +455,22 @@ class Launch:
             argv += ["--gpu", str(self.device_ids[local_rank])]
         return argv + list(passthrough)
 
+    def _precision_args(self):
+        """main.py's precision flags for --precision_mode. An explicit allow_mix_precision on a CPU forces bf16
+        (FORCED_CPU_AMP_ARGS), except where this torch has no CPU autocast: then --amp alone (fp32, said in one
+        line by main.py) and a line here."""
+        mode = self.options.precision_mode or DEFAULT_PRECISION_MODE
+        forced = self.options.precision_mode == "allow_mix_precision" and self.probe.kind == "cpu"
+        if forced and self.probe.amp_refusal:
+            self.notes.append("--precision_mode=allow_mix_precision cannot force bf16 here: {}".format(
+                self.probe.amp_refusal))
+            forced = False
+        return PRECISION_ARGS[mode] + (FORCED_CPU_AMP_ARGS if forced else [])
+
     def rank_env(self, local_rank, environ):
         env = dict(environ)
         env.setdefault("OMP_NUM_THREADS", str(supervisor.threads_per_process(self.nprocs)))
+        env[LAUNCHER_ENV] = "train_{}_{}.sh".format(self.options.mode, self.options.scale)
         if self.world > 1:
             env.update(RANK=str(self.options.node_rank * self.nprocs + local_rank), LOCAL_RANK=str(local_rank),
                        WORLD_SIZE=str(self.world), LOCAL_WORLD_SIZE=str(self.nprocs),
@@ -431,9 +501,21 @@ def resumes(passthrough):
     return any(token == "--resume" or token.startswith("--resume=") for token in passthrough)
 
 
+def passthrough_value(passthrough, *spellings):
+    """The last value given to main.py's flag (any of its `spellings`) in `passthrough` (normalized: `--flag=a`
+    or `--flag a`), else None."""
+    value = None
+    for index, token in enumerate(passthrough):
+        name, equals, given = token.partition("=")
+        if name in spellings:
+            value = given if equals else (passthrough[index + 1] if index + 1 < len(passthrough) else None)
+    return value
+
+
 def set_aside_previous_run(launch, passthrough):
-    """Move the previous run's files into <dir>/previous-<time>/, never deleting them: its logs and summaries of any
-    case name and, unless this run resumes, its checkpoints and metrics.jsonl (main.py would overwrite them)."""
+    """Move the previous run's files into <dir>/previous-<time>/: its logs and summaries of any case name and,
+    unless this run resumes, its checkpoints and metrics.jsonl (main.py would overwrite them). Then only the last
+    KEEP_PERFORMANCE_RUNS of the folders that hold a performance run stay."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
     for index, device_id in enumerate(launch.device_ids):
         folder = launch.output_dir(device_id)
@@ -448,6 +530,31 @@ def set_aside_previous_run(launch, passthrough):
         for path in files:
             os.rename(path, os.path.join(target, os.path.basename(path)))
         launch.say("the previous run's files in {} were moved to {}".format(folder, target))
+        removed = remove_old_performance_runs(folder)
+        if removed:
+            launch.say("removed {} older performance run folder(s) in {} (the last {} are kept): {}".format(
+                len(removed), folder, KEEP_PERFORMANCE_RUNS, " ".join(removed)))
+
+
+def remove_old_performance_runs(folder, keep=KEEP_PERFORMANCE_RUNS):
+    """Remove the previous-<time>/ folders of `folder` that hold a performance run's summary (*_perf.log), all
+    but the newest `keep`; returns their names, oldest first. Other folders (full runs, failed runs) stay."""
+    performance = sorted(_previous_run_order(name) for name in os.listdir(folder)
+                         if PREVIOUS_FOLDER.match(name) and _holds_performance_summary(os.path.join(folder, name)))
+    removed = [name for _, _, name in performance[:max(0, len(performance) - keep)]]
+    for name in removed:
+        shutil.rmtree(os.path.join(folder, name))
+    return removed
+
+
+def _holds_performance_summary(path):
+    return os.path.isdir(path) and bool(glob.glob(os.path.join(path, PERFORMANCE_SUMMARY_PATTERN)))
+
+
+def _previous_run_order(name):
+    """(time stamp, collision number, name): previous-20240102-030405-10 after previous-20240102-030405-9."""
+    match = PREVIOUS_FOLDER.match(name)
+    return match.group(1), int(match.group(2) or 0), name
 
 
 def _fresh_folder(path):
@@ -477,7 +584,8 @@ def announce(launch):
         nodes = " on node {} of {} ({} in all, master {}:{})".format(options.node_rank, options.nnodes, launch.world,
                                                                      options.master_addr, launch.port(os.environ))
     say("device {}: {} process(es){}, global batch {}, recipe {}, precision {}".format(
-        launch.probe.kind, launch.nprocs, nodes, launch.batch_size, options.recipe, options.precision_mode))
+        launch.probe.kind, launch.nprocs, nodes, launch.batch_size, options.recipe,
+        options.precision_mode or DEFAULT_PRECISION_MODE + " (default)"))
     for flag in IGNORED_MODELZOO_FLAGS:
         if getattr(options, "ignored_" + flag.lstrip("-")) is not None:
             say("{}: accepted for ModelZoo compatibility, no effect here".format(flag))
@@ -506,9 +614,11 @@ def main(argv=None):
     probe = probe_device(options.device)
     say("python: {} with torch {}".format(sys.executable, probe.torch))  # the interpreter every rank runs
     nprocs, device_ids = choose_processes(options, probe)
-    launch = Launch(options, probe, nprocs, device_ids, say)
+    launch = Launch(options, probe, nprocs, device_ids, say, passthrough=passthrough)
     specs = launch.specs(passthrough, os.environ)
-    check_with_main(specs[0])
+    check_with_main(specs[0])  # a bad flag or data set ends here with main.py's one error line
+    for note in launch.notes:
+        say(note)
     set_aside_previous_run(launch, passthrough)
     announce(launch)
     start = time.time()
