@@ -1,23 +1,14 @@
 """tools/bench_precision.py: fp32 and bf16 measured side by side on a tiny model (figures only checked for being
 measured: no timed assertions)."""
-import importlib.util
 import json
-import os
 
 import pytest
 import torch
-from conftest import REPO_ROOT, requires_torch
+from conftest import requires_torch
 
+from tools import bench_precision
 from training import precision
 from training.errors import UserError
-
-
-def load_tool():
-    spec = importlib.util.spec_from_file_location("bench_precision",
-                                                  os.path.join(REPO_ROOT, "tools", "bench_precision.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 TINY = ["--arch", "shufflenet_v2_x0_5", "--image-size", "32", "--batch-size", "2", "--rounds", "2", "--steps", "1",
@@ -29,7 +20,7 @@ def test_prints_both_precisions_and_their_ratio(capsys, monkeypatch):
     monkeypatch.setattr(precision, "native_bf16_feature", lambda: None)
     threads = torch.get_num_threads()
     try:
-        assert load_tool().main(TINY) == 0
+        assert bench_precision.main(TINY) == 0
     finally:
         torch.set_num_threads(threads)
     lines = capsys.readouterr().out.splitlines()
@@ -44,9 +35,9 @@ def test_prints_both_precisions_and_their_ratio(capsys, monkeypatch):
 def test_refuses_a_torch_without_cpu_autocast(monkeypatch):
     monkeypatch.delattr(torch, "autocast", raising=False)
     with pytest.raises(UserError, match=r"needs torch.autocast \(torch >= 1.10\)"):
-        load_tool().main(TINY)
+        bench_precision.main(TINY)
 
 
 def test_bad_arguments_are_one_line():
     with pytest.raises(UserError, match="--rounds must be at least 1"):
-        load_tool().main(TINY + ["--rounds", "0"])
+        bench_precision.main(TINY + ["--rounds", "0"])

@@ -127,17 +127,23 @@ def test_a_checkpoint_loads_without_a_warning(tmp_path):
     assert result.returncode == 0 and result.stderr == "", result.stderr
 
 
-def test_amp_on_a_cpu_without_cpu_autocast_is_one_error_line(data_root, tmp_path, monkeypatch, capsys):
-    """torch < 1.10 has no CPU autocast: main.py --amp says which torch it needs, before anything is written."""
+def test_amp_on_a_cpu_without_cpu_autocast_trains_in_fp32_and_forced_bf16_is_one_error_line(
+        data_root, tmp_path, monkeypatch, capsys):
+    """torch < 1.10 has no CPU autocast: --amp alone trains in fp32 and says so in one line; --amp-dtype bfloat16
+    is one error line naming the torch it needs, before anything is written."""
     monkeypatch.delattr(torch, "autocast", raising=False)  # what torch 1.5 and 1.8 lack (there for real)
-    out = str(tmp_path / "out")
-    code = main.main(["-a", "shufflenet_v2_x0_5", "-b", "2", "-j", "0", "--epochs", "1", "--train-crop-size", "32",
-                      "--val-resize-size", "32", "--val-crop-size", "32", "--device", "cpu", "--data", data_root,
-                      "--output-dir", out, "--amp"])
-    assert code == 2
+    run = ["-a", "shufflenet_v2_x0_5", "-b", "2", "-j", "0", "--epochs", "1", "--train-crop-size", "32",
+           "--val-resize-size", "32", "--val-crop-size", "32", "--device", "cpu", "--data", data_root, "--amp"]
+    forced = str(tmp_path / "forced")
+    assert main.main(run + ["--amp-dtype", "bfloat16", "--output-dir", forced]) == 2
     assert capsys.readouterr().err.splitlines() == [
-        "error: --amp on the CPU (bfloat16 autocast) needs torch >= 1.10 (this is torch {})".format(torch.__version__)]
-    assert not os.path.exists(out)
+        "error: --amp-dtype bfloat16 needs torch.autocast (torch >= 1.10); this torch is {}".format(torch.__version__)]
+    assert not os.path.exists(forced)
+    assert main.main(run + ["--output-dir", str(tmp_path / "fp32")]) == 0
+    stdout = capsys.readouterr().out.splitlines()
+    assert stdout.count("=> --amp on cpu: this torch {} has no CPU autocast (torch >= 1.10), training in fp32".format(
+        torch.__version__)) == 1
+    assert any(" Epoch: [0][1/2]" in line for line in stdout)
 
 
 def _exporter_complaints(opset, path):
@@ -180,8 +186,10 @@ def test_export_without_the_exporters_batchnorm_folding_folds_it_first(tmp_path,
     path = str(tmp_path / "folded.onnx")
     export_onnx.export(model, path, crop_size=32)
     assert "BatchNormalization" not in {node.op_type for node in onnx.load(path).graph.node}
-    worst, within = export_onnx.compare_with_onnxruntime(model, path, atol=1e-4, rtol=1e-4, crop_size=32)
-    assert within, worst
+    compared = export_onnx.compare_with_onnxruntime(model, path, atol=1e-4, rtol=1e-4, crop_size=32)
+    if compared is not None:  # onnxruntime is not on every lane
+        worst, largest, within = compared
+        assert within, (worst, largest)
 
 
 def test_an_opset_the_exporter_lacks_falls_back_to_the_default_in_one_line(monkeypatch):

@@ -22,7 +22,6 @@ from training.checkpoints.checkpoint import atomic_save, build_checkpoint, torch
 from training.data.decode import MEAN, STD
 from training.data.loaders import load_val_image
 
-TOOLS = os.path.join(REPO_ROOT, "tools")
 
 CROP, RESIZE = 64, 72
 CLASSES = ["class_0", "class_1", "class_2"]
@@ -241,12 +240,12 @@ def test_tools_have_help(tool, capsys):
 @pytest.mark.slow
 @pytest.mark.parametrize("tool", ["demo.py", "export_onnx.py", "plot_log.py"])
 def test_tools_print_one_line_errors_and_exit_2(tool, tmp_path):
-    script = os.path.join(TOOLS, tool)
     missing = str(tmp_path / "missing.pth")
     arguments = {"demo.py": [missing, str(tmp_path)], "export_onnx.py": [missing, str(tmp_path / "m.onnx")],
                  "plot_log.py": [missing]}[tool]
-    failed = subprocess.run([sys.executable, script] + arguments, capture_output=True, text=True, cwd=str(tmp_path),
-                            timeout=120)
+    module = "tools." + tool[:-len(".py")]  # how the README runs tools: python3 -m tools.NAME from the repo root
+    failed = subprocess.run([sys.executable, "-m", module] + arguments, capture_output=True, text=True,
+                            cwd=REPO_ROOT, timeout=120)
     assert failed.returncode == 2
     assert failed.stderr.startswith("error: ") and len(failed.stderr.strip().splitlines()) == 1
     assert "not found" in failed.stderr and "Traceback" not in failed.stderr

@@ -2,10 +2,10 @@
 script, training images/s against a plain torchvision loop (eager and compiled, NCHW and channels_last), the
 channel shuffle choice, and end-to-end images/s on generated JPEGs with the CPU loader and with DALI.
 
-    python tools/accelerator_check.py --out DIR                      # on a CUDA machine, about 8 minutes
-    python tools/accelerator_check.py --dry-run                      # anywhere: the steps, their commands, limits
-    python tools/accelerator_check.py --device cpu --smoke --out DIR # every step tiny on the CPU (the script works)
-    python tools/accelerator_check.py --out DIR --only throughput    # some steps again
+    python -m tools.accelerator_check --out DIR                      # on a CUDA machine, about 8 minutes
+    python -m tools.accelerator_check --dry-run                      # anywhere: the steps, their commands, limits
+    python -m tools.accelerator_check --device cpu --smoke --out DIR # every step tiny on the CPU (the script works)
+    python -m tools.accelerator_check --out DIR --only throughput    # some steps again
 
 Each step runs in its own process with a time limit (a hang or a CUDA error costs that step only, and whatever it
 measured before is kept); steps that would start with too little of --budget-s left are skipped. The report is

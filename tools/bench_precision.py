@@ -7,8 +7,8 @@ medians over rounds: images/s of wall-clock time, and images per CPU-second of t
 shared machine it leaves out the time other programs held the cores); `bf16/fp32` is the median of the per-round
 ratios.
 
-    python tools/bench_precision.py --batch-size 8 --rounds 5 --steps 3
-    python tools/bench_precision.py --arch shufflenet_v2_x0_5 --threads 2 --channels-last
+    python -m tools.bench_precision --batch-size 8 --rounds 5 --steps 3
+    python -m tools.bench_precision --arch shufflenet_v2_x0_5 --threads 2 --channels-last
 
 The last line is one JSON object with every figure.
 """
