@@ -1,6 +1,7 @@
 """The process group: joining it (a rendezvous that Ctrl-C, SIGTERM and --dist-timeout can stop), the few
 collectives the loops use, and leaving it."""
 import datetime
+import errno
 import os
 import socket
 import time
@@ -69,6 +70,8 @@ class Rendezvous:
         port answers."""
         timeout = datetime.timedelta(seconds=self.timeout_seconds)
         if self.ctx.rank == 0:
+            if _port_taken(self.port):  # said here, before torch's c10d prints its own socket warnings about it
+                raise self._port_in_use()
             return self._call_store(self._server, timeout)
         self.wait_until(lambda: _port_answers(self.addr, self.port),
                         lambda: "process 0 to open {} (rendezvous, rank {} of {})".format(
@@ -87,10 +90,13 @@ class Rendezvous:
         except (RuntimeError, OSError) as exc:
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             if "address already in use" in reason.lower():
-                raise UserError("port {} is in use (another run?), so rank 0 cannot open the process group's store "
-                                "at {}: give a free --port or MASTER_PORT".format(self.port, self.where)) from None
+                raise self._port_in_use() from None
             raise UserError("cannot open the process group's store at {}: {}".format(self.where, reason[:200])) \
                 from None
+
+    def _port_in_use(self):
+        return UserError("port {} is in use (another run?), so rank 0 cannot open the process group's store at {}: "
+                         "give a free --port or MASTER_PORT".format(self.port, self.where))
 
     def count_in(self, store):
         """Add this process to the count under JOINED_KEY and wait until all are there."""
@@ -120,6 +126,18 @@ class Rendezvous:
                 time.sleep(POLL_SECONDS)
         except KeyboardInterrupt:
             raise RendezvousInterrupted("interrupted while waiting for {}".format(waiting_for())) from None
+
+
+def _port_taken(port):
+    """True when `port` cannot be bound on every address of this host, as TCPStore's server binds it (with
+    SO_REUSEADDR, so a closed connection of an earlier run in TIME_WAIT does not count)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("", port))
+        except OSError as exc:
+            return exc.errno == errno.EADDRINUSE
+    return False
 
 
 def _port_answers(addr, port):
