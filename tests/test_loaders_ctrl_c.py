@@ -75,6 +75,7 @@ def test_a_stop_while_fetching_batches_is_the_parents_line_only(stop):
     assert (code, err.strip()) == (130, "stopped"), err
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stop", range(STOPS))
 def test_main_stopped_by_ctrl_c_prints_one_line(stop, data_root, tmp_path):
     code, err = ctrl_c_after(

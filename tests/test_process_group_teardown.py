@@ -73,6 +73,7 @@ def run_both(commands, timeout):
     return [(code,) + process.communicate() for code, process in zip(codes, processes)]
 
 
+@pytest.mark.slow
 def test_leaving_a_gloo_group_right_after_its_collectives_never_hangs(tmp_path):
     script = CYCLE_SCRIPT.format(repo=REPO_ROOT, cycles=CYCLES)
     results = run_both([[sys.executable, "-c", script, str(rank), str(tmp_path)] for rank in (0, 1)],
@@ -81,6 +82,7 @@ def test_leaving_a_gloo_group_right_after_its_collectives_never_hangs(tmp_path):
         "\n".join(err[-2000:] for _, _, err in results)
 
 
+@pytest.mark.slow
 def test_a_two_process_run_exits_every_time(tmp_path):
     for attempt in range(MAIN_TRIES):
         output_dir = str(tmp_path / "try{}".format(attempt))
