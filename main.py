@@ -42,9 +42,12 @@ class Interrupted(KeyboardInterrupt):
 def main(argv=None):
     """Run, then leave the process group (if this process joined one) once the exit status is settled and said.
     Returns the exit status."""
-    code = run(argv)
-    process_group.leave(exit_code=code)
-    return code
+    code = 1  # an exception escaping run(): Python prints its traceback and exits 1
+    try:
+        code = run(argv)
+        return code
+    finally:
+        process_group.leave(exit_code=code)
 
 
 def run(argv=None):
