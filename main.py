@@ -34,6 +34,17 @@ class Interrupted(KeyboardInterrupt):
 
 
 def main(argv=None):
+    """Run, then leave the process group (if this process joined one) once the exit status is settled and said.
+    Returns the exit status."""
+    code = 1  # an exception escaping run(): Python prints its traceback and exits 1
+    try:
+        code = run(argv)
+        return code
+    finally:
+        process_group.leave(exit_code=code)
+
+
+def run(argv=None):
     """Parse, check, plan the launch, run. Returns the exit status."""
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
@@ -141,10 +152,7 @@ def run_process(args, device_type):
     device = devices.set_device(device_type, index)
     process_group.init_process_group(ctx, args.dist_backend or devices.default_backend(device_type),
                                    timeout_seconds=args.dist_timeout)
-    try:
-        train(args, ctx, device, writers.Logger(device_type, index, enabled=ctx.rank == 0))
-    finally:
-        process_group.cleanup()
+    train(args, ctx, device, writers.Logger(device_type, index, enabled=ctx.rank == 0))  # main() leaves the group
 
 
 def train(args, ctx, device, log):

@@ -16,12 +16,10 @@ import models
 from models import shufflenetv2_wock_op_woct as net
 from models.channel_shuffle import ChannelShuffle
 from tests.datasets import make_image_folder
+from tools import export_onnx
 from training import compat
 from training.checkpoints import checkpoint as ckpt
 from training.ema import ModelEma
-
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools"))
-import export_onnx  # noqa: E402
 
 INDEX_BUFFERS = ("out_index0", "out_index1", "inverse_index")
 

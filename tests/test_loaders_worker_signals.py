@@ -18,8 +18,11 @@ IMAGE_FOLDER = dict(classes=2, train_per_class=24, val_per_class=2, size=(48, 48
 def children():
     pids = set()
     for path in glob.glob("/proc/self/task/*/children"):
-        with open(path) as stream:
-            pids.update(int(pid) for pid in stream.read().split())
+        try:
+            with open(path) as stream:
+                pids.update(int(pid) for pid in stream.read().split())
+        except FileNotFoundError:  # a thread that ended since the glob (a finished loader's)
+            continue
     return pids
 
 

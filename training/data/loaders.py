@@ -19,10 +19,11 @@ import os
 import random
 import signal
 import stat
+import sys
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 
 from training import compat
 from training.data import decode
@@ -410,15 +411,46 @@ class SyntheticLoader:
 # ----------------------------------------------------------------------------------------------------------
 # Data-loader workers leave Ctrl-C to their parent (a terminal's SIGINT reaches every process of the
 # foreground group; a worker hit mid-decode would print a traceback after the parent's one clean line).
+#
+# A worker hands each batch's tensors over as shared-memory file descriptors: its multiprocessing resource_sharer
+# thread serves them over a socket, and the parent connects to fetch them while it unpickles the batch. Ctrl-C that
+# lands in the parent during such a fetch closes the parent's end mid-handshake; the worker, still alive (it ignores
+# SIGINT and waits to be shut down), then reports a ConnectionResetError / BrokenPipeError / EOFError traceback from
+# resource_sharer._serve through sys.excepthook. Nothing is lost there (the parent no longer wants that batch, and
+# a parent that did want it raises itself), so the workers drop exactly those reports.
 
 class IgnoreInterrupts:
-    """A DataLoader `worker_init_fn` that sets SIGINT to SIG_IGN, then calls the loader's own init function (if
-    any). A class rather than a closure, so it pickles for the spawn start method."""
+    """A DataLoader `worker_init_fn` that sets SIGINT to SIG_IGN and, in a worker, quiets the handoffs its stopping
+    parent cuts (CutHandoffsQuiet), then calls the loader's own init function (if any). A class rather than a
+    closure, so it pickles for the spawn start method."""
 
     def __init__(self, previous=None):
         self.previous = previous
 
     def __call__(self, worker_id):
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        if get_worker_info() is not None and not isinstance(sys.excepthook, CutHandoffsQuiet):
+            sys.excepthook = CutHandoffsQuiet(sys.excepthook)
         if self.previous is not None:
             self.previous(worker_id)
+
+
+class CutHandoffsQuiet:
+    """A worker's sys.excepthook: drops the connection errors of resource_sharer's serving thread (a tensor handoff
+    cut by the parent), passes everything else to `previous`."""
+
+    def __init__(self, previous):
+        self.previous = previous
+
+    def __call__(self, exc_type, exc, tb):
+        if issubclass(exc_type, (ConnectionError, EOFError)) and _raised_in_resource_sharer(tb):
+            return
+        self.previous(exc_type, exc, tb)
+
+
+def _raised_in_resource_sharer(tb):
+    while tb is not None:
+        if tb.tb_frame.f_globals.get("__name__") == "multiprocessing.resource_sharer":
+            return True
+        tb = tb.tb_next
+    return False

@@ -1,8 +1,13 @@
 """The process group: joining it (a rendezvous that Ctrl-C, SIGTERM and --dist-timeout can stop), the few
 collectives the loops use, and leaving it."""
 import datetime
+import errno
+import faulthandler
+import gc
 import os
 import socket
+import sys
+import threading
 import time
 
 import torch
@@ -19,6 +24,12 @@ NOTE_AFTER_SECONDS = 2.0  # a waiting process says what it waits for after this 
 
 
 JOINED_KEY = "shufflenet/joined"  # the count of processes that reached the store
+
+
+LEAVE_SECONDS = 30.0  # the longest a process waits at the end of a run for its process group to close
+
+
+HARD_STOP_SECONDS = 10.0  # after LEAVE_SECONDS, when even the watchdog thread cannot run (see TeardownWatchdog)
 
 
 def init_process_group(ctx, backend, timeout_seconds=DEFAULT_TIMEOUT_SECONDS):
@@ -69,6 +80,8 @@ class Rendezvous:
         port answers."""
         timeout = datetime.timedelta(seconds=self.timeout_seconds)
         if self.ctx.rank == 0:
+            if _port_taken(self.port):  # said here, before torch's c10d prints its own socket warnings about it
+                raise self._port_in_use()
             return self._call_store(self._server, timeout)
         self.wait_until(lambda: _port_answers(self.addr, self.port),
                         lambda: "process 0 to open {} (rendezvous, rank {} of {})".format(
@@ -87,10 +100,13 @@ class Rendezvous:
         except (RuntimeError, OSError) as exc:
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             if "address already in use" in reason.lower():
-                raise UserError("port {} is in use (another run?), so rank 0 cannot open the process group's store "
-                                "at {}: give a free --port or MASTER_PORT".format(self.port, self.where)) from None
+                raise self._port_in_use() from None
             raise UserError("cannot open the process group's store at {}: {}".format(self.where, reason[:200])) \
                 from None
+
+    def _port_in_use(self):
+        return UserError("port {} is in use (another run?), so rank 0 cannot open the process group's store at {}: "
+                         "give a free --port or MASTER_PORT".format(self.port, self.where))
 
     def count_in(self, store):
         """Add this process to the count under JOINED_KEY and wait until all are there."""
@@ -120,6 +136,18 @@ class Rendezvous:
                 time.sleep(POLL_SECONDS)
         except KeyboardInterrupt:
             raise RendezvousInterrupted("interrupted while waiting for {}".format(waiting_for())) from None
+
+
+def _port_taken(port):
+    """True when `port` cannot be bound on every address of this host, as TCPStore's server binds it (with
+    SO_REUSEADDR, so a closed connection of an earlier run in TIME_WAIT does not count)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("", port))
+        except OSError as exc:
+            return exc.errno == errno.EADDRINUSE
+    return False
 
 
 def _port_answers(addr, port):
@@ -153,6 +181,65 @@ def broadcast_buffers(module, src=0):
         dist.broadcast(buf.data, src)
 
 
-def cleanup():
-    if is_initialized():
-        dist.destroy_process_group()
+def leave(exit_code, timeout_seconds=LEAVE_SECONDS):
+    """Close the process group (nothing to do without one) once the run is over and its exit status is known.
+
+    A close that hangs is cut short: after `timeout_seconds` one warning line, and this process ends itself with
+    `exit_code` (everything it had to write is written by then) rather than wait for a supervisor's SIGKILL."""
+    if not is_initialized():
+        return
+    watchdog = TeardownWatchdog(timeout_seconds, exit_code, rank=dist.get_rank())
+    try:
+        destroy()
+    finally:
+        watchdog.cancel()
+
+
+def destroy():
+    """destroy_process_group, with the last references to the group's backends dropped by their own Python objects,
+    whose destructors release the interpreter lock.
+
+    torch 2.x before mid-2025 (2.1 on its CI lane; not 2.14) wraps the backend (ProcessGroupGloo) in a ProcessGroup
+    whose Python binding destroys it with the lock held. ProcessGroupGloo's destructor joins its worker threads, and
+    a worker that is just freeing a finished collective's tensor needs the lock to drop that tensor's Python object:
+    both wait for ever (gdb: the main thread in std::thread::join under ~ProcessGroupGloo under ~ProcessGroup, the
+    worker in take_gil under ~AsyncWork). Older torch binds ProcessGroupGloo itself, newer ProcessGroup too, with
+    destructors that release the lock."""
+    group = dist.group.WORLD
+    backends = [group._get_backend(device) for device in getattr(group, "_device_types", [])]
+    del group
+    dist.destroy_process_group()
+    gc.collect()  # a model wrapper (DistributedDataParallel) in a reference cycle still holds the group
+    del backends  # here each backend's destructor runs, without the lock
+
+
+class TeardownWatchdog:
+    """Ends this process with `exit_code` and one warning line unless cancelled within `seconds`.
+
+    A daemon thread does it, which works while the stuck call has released the interpreter lock (as torch's
+    process-group destructors do, see destroy()). Should a call hold the lock for ever, faulthandler's own thread,
+    which needs no lock, ends the process HARD_STOP_SECONDS later with status 1 and the stacks of all threads."""
+
+    def __init__(self, seconds, exit_code, rank):
+        self.seconds, self.exit_code, self.rank = seconds, exit_code, rank
+        self.cancelled = threading.Event()
+        self.thread = threading.Thread(target=self._watch, name="teardown-watchdog", daemon=True)
+        self.thread.start()
+        faulthandler.dump_traceback_later(seconds + HARD_STOP_SECONDS, exit=True)
+
+    def _watch(self):
+        if self.cancelled.wait(self.seconds):
+            return
+        line = ("warning: process {} did not close its process group within {:g} s after the run (a hang inside "
+                "torch); it ends now without it, and everything it wrote is complete\n".format(self.rank,
+                                                                                              self.seconds))
+        try:
+            sys.stdout.flush()
+        finally:
+            os.write(sys.stderr.fileno(), line.encode())
+            os._exit(self.exit_code)
+
+    def cancel(self):
+        faulthandler.cancel_dump_traceback_later()
+        self.cancelled.set()
+        self.thread.join()
