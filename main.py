@@ -161,7 +161,7 @@ def train(args, ctx, device, log):
     is_main = ctx.rank == 0
     seeding.seed_everything(args.seed)  # same initial weights on every rank
     data = inputs.build(args, ctx, device)
-    checkpoint = ckpt.load_checkpoint(args.resume, "--resume") if args.resume else None
+    checkpoint = ckpt.load_checkpoint(args.resume, "--resume", note=log) if args.resume else None
     model = build_model(args, data.num_classes, checkpoint).to(device)
     if args.channels_last:
         model.to(memory_format=torch.channels_last)
@@ -178,9 +178,12 @@ def train(args, ctx, device, log):
                                          optimizer=optimizer, amp=amp, ema=ema, log=log)
     steps = None if args.evaluate else inputs.steps_per_epoch(args, len(data.train), ctx.world_size,
                                                               images=data.train_images)
-    # the first file this run writes (a failed start above leaves an earlier run's metrics.jsonl as it was)
-    with writers.MetricsWriter(os.path.join(args.output_dir, "metrics.jsonl"), enabled=is_main,
-                               append=bool(args.resume) or args.evaluate, tensorboard=args.tensorboard) as metrics:
+    metrics_path = os.path.join(args.output_dir, "metrics.jsonl")
+    fresh = not (args.resume or args.evaluate)
+    if is_main and fresh:  # the first change this run makes on disk (a failed start above leaves everything as it was)
+        keep_previous_results(args, metrics_path, log)
+    with writers.MetricsWriter(metrics_path, enabled=is_main, append=not fresh, tensorboard=args.tensorboard,
+                               log=log) as metrics:
         settings = engine.LoopSettings(criterion=engine.build_criterion(args.label_smoothing).to(device), amp=amp,
                                        preprocess=data.preprocess, device=device, log=log, metrics=metrics,
                                        print_freq=args.print_freq, world_size=ctx.world_size)
@@ -220,6 +223,16 @@ def train(args, ctx, device, log):
             acc1 = engine.evaluate(model, ema, data.val, settings, epoch=args.epochs) if not args.dummy else None
             engine.check_weights(weights, epochs_done=args.epochs, base_lr=args.lr)
             saver.save(args.epochs, acc1, **state)
+
+
+def keep_previous_results(args, metrics_path, log):
+    """A fresh run in a folder with an earlier run's metrics.jsonl or checkpoints: move them into
+    `previous-<time>/` there (as the launchers do), so nothing of that run is overwritten."""
+    paths = [metrics_path] + auto_resume.checkpoint_files(args.output_dir, args.checkpoint_nameprefix)
+    moved_to = files.move_aside(args.output_dir, paths)
+    if moved_to:
+        log("=> the previous run's metrics.jsonl and checkpoints in {} were moved to {}".format(
+            os.path.abspath(args.output_dir), moved_to))
 
 
 def model_for_training(model, args, ctx, device):

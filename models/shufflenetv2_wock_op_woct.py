@@ -126,12 +126,23 @@ def hub_weights_path(arch):
 
 
 def _torch_load(path):
-    """torch.load on CPU that runs nothing from the file: weights_only on torch >= 1.13, the restricted unpickler
-    on older torch (training/checkpoints/checkpoint.py torch_load; imported here so that `models` alone imports no
-    engine)."""
-    from training.checkpoints.checkpoint import torch_load
+    """torch.load on CPU that runs nothing from the file (weights_only on torch >= 1.13, the restricted unpickler
+    on older torch), with a main.py checkpoint's digest checked; ValueError with one line when the file cannot be
+    read, is unsafe or damaged (training/checkpoints/checkpoint.py; imported here so that `models` alone imports
+    no engine)."""
+    from training.checkpoints.checkpoint import read_failure, torch_load, verify_digest
+    from training.errors import UserError
 
-    return torch_load(path)
+    try:
+        state = torch_load(path)
+    except Exception as exc:  # truncated / foreign file: say which one in our words, not a pickle traceback
+        raise ValueError("cannot read weights file {}: {}".format(path, read_failure(path, exc))) from None
+    if isinstance(state, dict):
+        try:
+            verify_digest(state, path)
+        except UserError as exc:
+            raise ValueError("cannot use weights file {}".format(exc)) from None
+    return state
 
 
 def load_pretrained(model, arch, pretrained):
@@ -147,11 +158,7 @@ def load_pretrained(model, arch, pretrained):
         if not os.path.isfile(path):
             raise ValueError("pretrained weights file {} not found (torchvision's {} weights: {})".format(
                 path, arch, WEIGHT_URLS[arch]))
-    try:
-        state = _torch_load(path)
-    except Exception as exc:  # truncated / foreign file: say which one, not a pickle traceback
-        raise ValueError("cannot read weights file {}: {}".format(path, str(exc).splitlines()[0] if str(exc)
-                                                                 else type(exc).__name__)) from None
+    state = _torch_load(path)
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]  # a main.py checkpoint
     if not isinstance(state, dict):

@@ -7,6 +7,7 @@ import torch
 
 import main
 from training.checkpoints.auto_resume import find_checkpoint
+from training.errors import UserError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -43,15 +44,17 @@ def test_a_numbered_copy_written_after_the_rolling_one(tmp_path):
 def test_unreadable_rolling_checkpoint_falls_back_to_the_newest_numbered_one(tmp_path):
     save(tmp_path, "checkpoint_epoch1.pth.tar", 1, 1000)
     ahead = save(tmp_path, "checkpoint_epoch2.pth.tar", 2, 1001)
-    save(tmp_path, "checkpoint_epoch3.pth.tar", 3, 1002, full=False)  # bare weights: not a training checkpoint
+    bare = save(tmp_path, "checkpoint_epoch3.pth.tar", 3, 1002, full=False)  # bare weights: not a training checkpoint
     rolling = tmp_path / "checkpoint.pth.tar"
     rolling.write_bytes(b"PK\x03\x04 truncated")
-    assert find_checkpoint(str(tmp_path)) == (ahead, "=> --resume auto: continuing from {} (after 2 epoch(s)); {} "
-                                              "is not a complete checkpoint".format(ahead, rolling))
+    skipped = ("; skipped {}: damaged checkpoint (a zip archive that torch.load cannot read: cut short or damaged); "
+               "skipped {}: weights only, no training state".format(rolling, bare))
+    assert find_checkpoint(str(tmp_path)) == (ahead, "=> --resume auto: continuing from {} (after 2 epoch(s)){}"
+                                              .format(ahead, skipped))
     os.remove(ahead)
     os.remove(str(tmp_path / "checkpoint_epoch1.pth.tar"))
-    path, line = find_checkpoint(str(tmp_path))
-    assert path is None and line.endswith("starting fresh; {} is not a complete checkpoint".format(rolling))
+    with pytest.raises(UserError, match="^--resume auto: no complete checkpoint in "):  # never a fresh start over them
+        find_checkpoint(str(tmp_path))
 
 
 def test_other_prefix(tmp_path):

@@ -87,7 +87,7 @@ def test_bad_files_are_user_errors(tmp_path):
     with open(evil, "wb") as dst:
         pickle.dump(random.Random(), dst, protocol=2)  # an arbitrary object: refused by weights_only
     for path, message in [(str(tmp_path / "missing.pth.tar"), "^checkpoint not found: "),
-                          (truncated, "not a readable checkpoint"), (garbage, "not a readable checkpoint"),
+                          (truncated, "damaged checkpoint"), (garbage, "not a PyTorch checkpoint"),
                           (foreign, "not a checkpoint: field 'state_dict' is missing"),
                           (evil, "not a safe checkpoint: it names random.Random")]:
         with pytest.raises(UserError, match=message) as info:

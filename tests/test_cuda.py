@@ -36,13 +36,12 @@ TINY = ["-a", "shufflenet_v2_x0_5", "-j", "0", "--train-crop-size", "32", "--val
 # an operation without a deterministic kernel, which then names it)
 DETERMINISTIC = "\n".join([
     "import sys",
-    "sys.path.insert(0, sys.argv[1])",
     "import training, torch",  # training first: its bootstrap prepares the torch import
     "torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False",
     "try:\n    torch.use_deterministic_algorithms(True, warn_only=True)",
     "except TypeError:\n    torch.use_deterministic_algorithms(True)",
     "import main",
-    "sys.exit(main.main(sys.argv[2:]))"])
+    "sys.exit(main.main(sys.argv[1:]))"])
 
 
 @pytest.fixture(scope="module")
@@ -126,7 +125,7 @@ def test_exact_resume_on_cuda_with_deterministic_algorithms(data_root, tmp_path)
     env = dict(os.environ, CUBLAS_WORKSPACE_CONFIG=":4096:8")
     full, resumed = str(tmp_path / "full"), str(tmp_path / "resumed")
     argv = TINY + ["--data", data_root, "--amp", "--epochs", "3"]
-    command = [sys.executable, "-c", DETERMINISTIC, REPO_ROOT]
+    command = [sys.executable, "-c", DETERMINISTIC]
     subprocess.run(command + argv + ["--output-dir", full], env=env, check=True, cwd=REPO_ROOT)
     subprocess.run(command + argv + ["--output-dir", resumed, "--resume",
                                      os.path.join(full, "checkpoint_epoch1.pth.tar")], env=env, check=True,

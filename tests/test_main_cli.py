@@ -79,7 +79,7 @@ def test_resume_problems(data_root, tmp_path, capsys):
                  "--resume: checkpoint not found: ")
     truncated = tmp_path / "truncated.pth.tar"
     truncated.write_bytes(b"PK\x03\x04 truncated zip")
-    expect_error(TINY + ["--data", data_root, "--resume", str(truncated)], capsys, "not a readable checkpoint")
+    expect_error(TINY + ["--data", data_root, "--resume", str(truncated)], capsys, "damaged checkpoint")
     text = tmp_path / "notes.pth.tar"
     import torch
     torch.save({"hello": "world"}, str(text))

@@ -10,7 +10,7 @@ import time
 import pytest
 import torch
 import torchvision
-from conftest import REPO_ROOT, read_jsonl, tiny_run_args, torch_version
+from conftest import REPO_ROOT, read_jsonl, tiny_run_args
 
 import main
 from training import precision
@@ -29,10 +29,9 @@ def test_logs_metrics_and_checkpoints(data_root, tmp_path, capsys, monkeypatch):
     for name in precision.ONEDNN_ISA_ENV:
         monkeypatch.delenv(name, raising=False)
     out = str(tmp_path / "out")
-    amp = ["--amp"] if torch_version() >= (1, 10) else []  # CPU autocast came with torch 1.10 (older: an error)
     argv = SMALL + ["--data", data_root, "-b", "4", "--epochs", "2", "--steps-per-epoch", "2", "-p", "1",
                     "--model-ema", "0.5", "--bn-recalibrate", "2", "--checkpoint-freq", "1",
-                    "--output-dir", out] + amp
+                    "--output-dir", out, "--amp"]
     assert main.main(argv) == 0
     stdout = capsys.readouterr().out.splitlines()
     parsed = modelzoo_format.parse_log(stdout)
@@ -80,7 +79,7 @@ def test_logs_metrics_and_checkpoints(data_root, tmp_path, capsys, monkeypatch):
     # --evaluate --resume scores exactly the saved (recalibrated) weights, in the same precision as the run's own
     # evaluation (--amp: bf16 autocast, whose rounding differs from fp32 on CPUs with native bf16)
     assert main.main(SMALL + ["--data", data_root, "-b", "4", "--evaluate", "--resume",
-                              os.path.join(out, "checkpoint.pth.tar"), "--output-dir", out] + amp) == 0
+                              os.path.join(out, "checkpoint.pth.tar"), "--output-dir", out, "--amp"]) == 0
     again = [r for r in modelzoo_format.parse_log(capsys.readouterr().out.splitlines()) if r["kind"] == "acc"]
     assert again == [accs[2]]
 
@@ -174,8 +173,11 @@ def test_checkpoint_set_stays_consistent_across_a_kill_between_writes(killed_at,
         if record["kind"] == "eval":
             acc_of_epoch[record["epoch"]] = record["acc1"]  # an epoch trained again: its last evaluation
     best_acc = max(acc_of_epoch.values())
-    assert sorted(os.listdir(out)) == ["checkpoint.pth.tar", "checkpoint_epoch1.pth.tar", "checkpoint_epoch2.pth.tar",
-                                       "metrics.jsonl"] + (["model_best.pth.tar"] if best_acc > 0 else [])
+    kept = [name for name in os.listdir(out) if name.startswith("previous-")]  # a fresh restart keeps the killed run's
+    assert len(kept) == (0 if resume else 1)
+    assert sorted(set(os.listdir(out)) - set(kept)) == ["checkpoint.pth.tar", "checkpoint_epoch1.pth.tar",
+                                                        "checkpoint_epoch2.pth.tar", "metrics.jsonl"] + (
+        ["model_best.pth.tar"] if best_acc > 0 else [])
     final = torch_load(rolling)
     assert final["epoch"] == 2 and final["best_acc1"] == best_acc
     assert [torch_load(os.path.join(out, "checkpoint_epoch{}.pth.tar".format(e)))["epoch"] for e in (1, 2)] == [1, 2]

@@ -21,7 +21,6 @@ MAIN_TRIES = 10 if (2, 0) <= torch_version() < (2, 8) else 3  # 10 where torch h
 HANG_LINE = "did not close its process group"
 CYCLE_SCRIPT = textwrap.dedent("""\
     import datetime, sys, time
-    sys.path.insert(0, {repo!r})
     import training
     import torch
     import torch.distributed as dist
@@ -44,7 +43,6 @@ CYCLE_SCRIPT = textwrap.dedent("""\
 """)
 STUCK_SCRIPT = textwrap.dedent("""\
     import sys, time
-    sys.path.insert(0, {repo!r})
     import training
     from training.launch import process_group
 
@@ -61,7 +59,7 @@ def run_both(commands, timeout):
     """Run the commands at once until all end, one fails, or `timeout` passes; the rest are killed. Returns
     [(exit status or None, stdout, stderr)]."""
     processes = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True,
-                                  env=dict(os.environ, OMP_NUM_THREADS="1")) for command in commands]
+                                  env=dict(os.environ, OMP_NUM_THREADS="1"), cwd=REPO_ROOT) for command in commands]
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and not all(process.poll() == 0 for process in processes):
         if any(process.poll() not in (None, 0) for process in processes):
@@ -75,7 +73,7 @@ def run_both(commands, timeout):
 
 @pytest.mark.slow
 def test_leaving_a_gloo_group_right_after_its_collectives_never_hangs(tmp_path):
-    script = CYCLE_SCRIPT.format(repo=REPO_ROOT, cycles=CYCLES)
+    script = CYCLE_SCRIPT.format(cycles=CYCLES)
     results = run_both([[sys.executable, "-c", script, str(rank), str(tmp_path)] for rank in (0, 1)],
                        timeout=BOUND_SECONDS * 2)
     assert [(code, out.strip()) for code, out, _ in results] == [(0, "left {} times".format(CYCLES))] * 2, \
@@ -101,8 +99,9 @@ def test_a_two_process_run_exits_every_time(tmp_path):
 def test_a_teardown_stuck_outside_the_interpreter_lock_ends_with_one_line(code):
     """time.sleep releases the lock, as torch's process-group destructors do: the watchdog thread ends the process
     with the run's own exit status."""
-    script = STUCK_SCRIPT.format(repo=REPO_ROOT, stuck="lambda: time.sleep(600)", code=code)
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=BOUND_SECONDS)
+    script = STUCK_SCRIPT.format(stuck="lambda: time.sleep(600)", code=code)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=BOUND_SECONDS,
+                          cwd=REPO_ROOT)
     assert (done.returncode, done.stdout) == (code, "")
     assert done.stderr.splitlines() == [
         "warning: process 1 did not close its process group within 1 s after the run (a hang inside torch); it ends "
@@ -112,8 +111,9 @@ def test_a_teardown_stuck_outside_the_interpreter_lock_ends_with_one_line(code):
 def test_a_teardown_stuck_holding_the_interpreter_lock_is_ended_by_faulthandler():
     """A C call that never releases the lock (sum over a huge range) starves the watchdog thread: faulthandler's
     thread ends the process, with the stacks."""
-    script = STUCK_SCRIPT.format(repo=REPO_ROOT, stuck="lambda: sum(range(10 ** 15))", code=0)
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=BOUND_SECONDS)
+    script = STUCK_SCRIPT.format(stuck="lambda: sum(range(10 ** 15))", code=0)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=BOUND_SECONDS,
+                          cwd=REPO_ROOT)
     assert done.returncode == 1 and done.stdout == ""
     assert done.stderr.startswith("Timeout (0:00:02)!"), done.stderr
     assert "in leave" in done.stderr

@@ -137,7 +137,7 @@ def test_demo_bad_inputs_are_one_line_errors(tmp_path, images, main_checkpoint):
     torch.save({"conv.weight": torch.zeros(3, 3)}, str(foreign))
     cases = [
         ([str(tmp_path / "missing.pth"), images], "checkpoint not found"),
-        ([str(not_checkpoint), images], "not a readable checkpoint"),
+        ([str(not_checkpoint), images], "not a PyTorch checkpoint"),
         ([str(foreign), images], "no ShuffleNetV2 weights"),
         ([main_checkpoint, str(tmp_path / "missing.jpg")], "no such image file or folder"),
         ([main_checkpoint, str(not_image)], "unreadable image"),

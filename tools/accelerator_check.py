@@ -25,19 +25,16 @@ import sys
 import tempfile
 import time
 
-TOOLS = os.path.dirname(os.path.abspath(__file__))
-REPO_ROOT = os.path.dirname(TOOLS)
-sys.path.insert(0, REPO_ROOT)
-sys.path.insert(0, TOOLS)
+import training  # noqa: F401  (bootstrap, before torch: see training/__init__.py)
+import numpy as np
+import torch
+from PIL import Image
 
-import training  # noqa: E402,F401  (bootstrap, before torch: see training/__init__.py)
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from PIL import Image  # noqa: E402
+from training.checkpoints.files import atomic_write
+from training.data import decode
+from training.errors import UserError, run_cli
 
-from training.checkpoints.files import atomic_write  # noqa: E402
-from training.data import decode  # noqa: E402
-from training.errors import UserError, run_cli  # noqa: E402
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 REPORT_NAME = "accelerator_check.json"
 RESULT_PREFIX = "RESULT "  # a step process prints its figures so far as one such JSON line, as often as it likes
@@ -173,7 +170,7 @@ def run_performance_1p(sizes, out):
 def _model_rows(sizes, compiled):
     """bench_model.compare rows (ours vs torchvision) per layout, each with its peak GPU memory; emitted as they
     come, channels_last first."""
-    import bench_model
+    from tools import bench_model
 
     impls = ("auto",) if compiled else SHUFFLE_IMPLS
     if sizes.device == "cuda":
@@ -292,7 +289,7 @@ def run_step(name, sizes, out):
 
 
 def step_command(step, args):
-    command = [sys.executable, os.path.abspath(__file__), "--step", step.name, "--device", args.device,
+    command = [sys.executable, "-m", "tools.accelerator_check", "--step", step.name, "--device", args.device,
                "--out", args.out]
     return command + (["--smoke"] if args.smoke else [])
 

@@ -14,22 +14,17 @@ The last line is one JSON object with every figure.
 """
 import argparse
 import json
-import os
 import statistics
 import sys
 import time
 
-TOOLS = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.dirname(TOOLS))
-sys.path.insert(0, TOOLS)
+import training  # noqa: F401  (bootstrap, before torch: see training/__init__.py)
+import torch
 
-import training  # noqa: E402,F401  (bootstrap, before torch: see training/__init__.py)
-import torch  # noqa: E402
-
-import bench_model  # noqa: E402
-import models  # noqa: E402
-from training import precision  # noqa: E402
-from training.errors import UserError, run_cli  # noqa: E402
+import models
+from training import precision
+from tools import bench_model
+from training.errors import UserError, run_cli
 
 PRECISIONS = ("fp32", "bf16")
 

@@ -12,7 +12,7 @@ import platform
 import sys
 
 from training.errors import UserError, run_cli
-from training.checkpoints.files import atomic_write
+from training.checkpoints.files import atomic_write, make_folder
 from training.logs.modelzoo_format import parse_log
 from training.recipes import NETWORK, case_name
 
@@ -61,7 +61,7 @@ def summarize(lines, *, network, rank_size, batch_size, mode, e2e_seconds, devic
 
 def write_summary(summary, output_dir):
     """Write `<output_dir>/<CaseName>.log` atomically; returns its path."""
-    os.makedirs(output_dir, exist_ok=True)
+    make_folder(output_dir)
     path = os.path.join(output_dir, dict(summary)["CaseName"] + ".log")
     text = "".join("{} = {}\n".format(key, value) for key, value in summary)
     atomic_write(path, lambda stream: stream.write(text.encode("utf-8")))

@@ -3,7 +3,9 @@
 A checkpoint is written to a temporary file in the same folder, fsynced and renamed over the old one, so a crash,
 Ctrl-C or SIGKILL at any moment leaves either the previous or the new checkpoint, never half a file. Everything in
 it is a tensor, number, string, list or dict, so `torch.load(path, weights_only=True)` accepts it, and
-`state_dict` has no `module.` prefix, so torchvision's ShuffleNetV2 loads it directly.
+`state_dict` has no `module.` prefix, so torchvision's ShuffleNetV2 loads it directly. Each checkpoint carries a
+SHA-256 digest of its contents (training/checkpoints/digest.py), checked on every load: a file changed after it was
+written is reported as damaged, one written before digests were added loads with a one-line note.
 """
 import inspect
 import math
@@ -15,13 +17,26 @@ import reprlib
 import torch
 
 from training import compat
-from training.checkpoints import safe_unpickle
+from training.checkpoints import digest, safe_unpickle
 from training.seeding import rng_state, seed_everything, set_rng_state
 from training.errors import UserError
 from training.checkpoints.files import atomic_write, make_folder
 
 # Keys of a main.py checkpoint that hold large tensors (left out of `meta`).
-_BIG_KEYS = ("state_dict", "optimizer", "model_ema", "amp", "rng")
+_BIG_KEYS = ("state_dict", "optimizer", "model_ema", "amp", "rng", digest.DIGEST_KEY)
+
+# What a file that torch.load cannot read is, by its first bytes: (magic, description, whether torch.save writes it).
+_MAGIC = (
+    (b"PK\x03\x04", "a zip archive that torch.load cannot read: cut short or damaged", True),
+    (b"\x80\x02", "a pickle stream that torch.load cannot read: cut short or damaged", True),
+    (b"\xff\xd8\xff", "a JPEG image", False),
+    (b"\x89PNG", "a PNG image", False),
+    (b"GIF8", "a GIF image", False),
+    (b"%PDF", "a PDF document", False),
+    (b"\x1f\x8b", "a gzip archive (unpack it first?)", False),
+    (b"\x7fELF", "a program (ELF)", False),
+)
+_SNIFF_BYTES = 4096
 
 # torch.load(weights_only=) exists from torch 1.13 on.
 _HAS_WEIGHTS_ONLY = "weights_only" in inspect.signature(torch.load).parameters
@@ -76,14 +91,6 @@ def _refused_global(exc):
     return found.group(1) if found else None
 
 
-def _first_line(exc):
-    """The line of an exception message that says what went wrong (torch's weights-only failures open with advice
-    and put the reason on a `WeightsUnpickler error:` line)."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    reasons = [line for line in lines if line.startswith("WeightsUnpickler error:")]
-    return (reasons or lines or [type(exc).__name__])[0]
-
-
 def _read(path, what):
     """torch_load(path) with every failure turned into a one-line UserError."""
     if path and os.path.isdir(path):
@@ -92,13 +99,50 @@ def _read(path, what):
         raise UserError("{}checkpoint not found: {}".format(what + ": " if what else "", path))
     try:
         return torch_load(path)
-    except Exception as exc:  # truncated zip, pickle of foreign objects, random bytes...
+    except Exception as exc:  # truncated zip, pickle of foreign objects, random bytes, a README...
         refused = _refused_global(exc)
         if refused:
             raise UserError("{} is not a safe checkpoint: it names {}, which a checkpoint never holds (only tensors, "
                             "numbers, strings, lists and dicts); nothing in it was run".format(path, refused)) from None
-        raise UserError("{} is not a readable checkpoint (truncated or not saved by torch.save?): {}".format(
-            path, _first_line(exc)[:200])) from None
+        raise UserError("{}{}: {}".format(what + " " if what else "", path, unreadable_reason(path))) from None
+
+
+def read_failure(path, exc):
+    """Why torch_load(path) raised `exc`, in our words (never torch's text, which advises unsafe loading)."""
+    refused = _refused_global(exc)
+    if refused:
+        return "refused to import {}: a checkpoint never holds it; nothing in the file was run".format(refused)
+    return unreadable_reason(path)
+
+
+def unreadable_reason(path):
+    """What a file that torch.load could not read is, from its first bytes: "damaged checkpoint (...)" for the
+    formats torch.save writes, "not a PyTorch checkpoint (a JPEG image)" and the like for anything else."""
+    try:
+        with open(path, "rb") as stream:
+            head = stream.read(_SNIFF_BYTES)
+    except OSError as exc:
+        return "cannot be read: {}".format(exc.strerror or type(exc).__name__)
+    for magic, description, written_by_torch in _MAGIC:
+        if head.startswith(magic):
+            return "{} ({})".format("damaged checkpoint" if written_by_torch else "not a PyTorch checkpoint",
+                                    description)
+    return "not a PyTorch checkpoint ({})".format(_content_kind(path, head))
+
+
+def _content_kind(path, head):
+    if not head:
+        return "an empty file"
+    if path.lower().endswith(".onnx"):
+        return "an ONNX model: export_onnx.py's output, not its input"
+    if b"\x00" not in head:
+        try:
+            head.decode("utf-8")
+            return "a text file"
+        except UnicodeDecodeError as exc:
+            if exc.start >= len(head) - 3:  # a character cut at the end of the sniffed bytes
+                return "a text file"
+    return "unrecognised contents, starting with {}".format(head[:8].hex())
 
 
 def _is_number(value):
@@ -129,16 +173,18 @@ def check_fields(obj, path):
                 path, field, expected, type(obj[field]).__name__, reprlib.repr(obj[field])))
 
 
-def load_checkpoint(path, what=None):
+def load_checkpoint(path, what=None, note=None):
     """The dict stored at `path` (a main.py checkpoint or a bare state_dict); UserError for a missing, truncated,
-    unsafe or foreign file, a folder, or a field of the wrong type. `what` names the flag the path came from (e.g.
-    "--resume") in the message."""
+    unsafe, damaged (digest mismatch) or foreign file, a folder, or a field of the wrong type. `what` names the flag
+    the path came from (e.g. "--resume") in the message; `note(line)`, when given, is told about a main.py
+    checkpoint that has no digest (written before digests were added)."""
     obj = _read(path, what)
     if _is_state_dict(obj):
         return obj
     if not isinstance(obj, dict):
         raise UserError("{} is not a checkpoint: expected a state_dict or a dict with a 'state_dict' entry, found "
                         "{}".format(path, type(obj).__name__))
+    verify_digest(obj, path, what=what, note=note)
     if "state_dict" not in obj:
         raise UserError("{} is not a checkpoint: field 'state_dict' is missing (it has {})".format(
             path, ", ".join(sorted(str(k) for k in obj)[:6]) or "no fields"))
@@ -149,13 +195,26 @@ def load_checkpoint(path, what=None):
     return obj
 
 
-def load_model_weights(path, what=None):
+def verify_digest(obj, path, what=None, note=None):
+    """UserError when the dict `obj` read from `path` does not match the digest stored in it; `note(line)` (when
+    given) hears of a main.py checkpoint without one."""
+    state = digest.check(obj)
+    if state == "mismatch":
+        raise UserError("{}{}: damaged checkpoint (its contents do not match the {} digest stored in it: changed "
+                        "on disk after it was written)".format(what + " " if what else "", path, digest.ALGORITHM))
+    if state == "missing" and note is not None and "state_dict" in obj:
+        note("note: {} has no content digest (written before checkpoints carried one): loaded, but damage to it "
+             "cannot be detected".format(path))
+
+
+def load_model_weights(path, what=None, note=None):
     """(state_dict without `module.` prefixes, meta) for a main.py checkpoint or a bare state_dict.
 
     `meta` is the checkpoint without its big tensors (arch, epoch, best_acc1, classes, args ...), `{}` for a bare
-    state_dict. Used by --resume/--pretrained, tools/demo.py and the exporters; `what` as in load_checkpoint.
+    state_dict. Used by --resume/--pretrained, tools/demo.py and the exporters; `what` and `note` as in
+    load_checkpoint.
     """
-    return split_weights(load_checkpoint(path, what))
+    return split_weights(load_checkpoint(path, what, note))
 
 
 def split_weights(obj):
@@ -187,7 +246,8 @@ def load_into_model(model, state_dict, path):
 
 def build_checkpoint(epoch, arch, model_state, optimizer_state, best_acc1, args, *, classes=None, amp_state=None,
                      ema_state=None, with_rng=True):
-    """The dict main.py saves. `epoch` is the next epoch to run (as the original), so --resume continues there."""
+    """The dict main.py saves, its digest included (so change nothing in it before saving). `epoch` is the next
+    epoch to run (as the original), so --resume continues there."""
     checkpoint = {
         "epoch": int(epoch),
         "arch": arch,
@@ -203,7 +263,7 @@ def build_checkpoint(epoch, arch, model_state, optimizer_state, best_acc1, args,
         checkpoint["model_ema"] = strip_module_prefix(ema_state)
     if with_rng:
         checkpoint["rng"] = rng_state()
-    return checkpoint
+    return digest.with_digest(checkpoint)
 
 
 class CheckpointSaver:
@@ -260,8 +320,8 @@ def describe_on_disk(output_dir, prefix="checkpoint"):
     if not os.path.isfile(path):
         return "no checkpoint was written to {} yet".format(os.path.dirname(path))
     try:
-        epoch = int(torch_load(path).get("epoch"))
-    except Exception:  # not ours, or unreadable: say so rather than guess
+        epoch = int(load_checkpoint(path).get("epoch"))
+    except (UserError, TypeError, ValueError):  # damaged, not ours, or no epoch: say so rather than guess
         return "{} is there but could not be read back".format(path)
     return "{} is intact after {} epoch(s): continue with --resume {}".format(path, epoch, path)
 

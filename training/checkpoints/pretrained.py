@@ -4,12 +4,13 @@ what the checkpoint says about it (width, classes, the image sizes it was traine
 Used by tools/demo.py and tools/export_onnx.py, so both read a checkpoint the same way.
 """
 import math
+import sys
 
 import torch
 
 import models
 from models.shufflenetv2_wock_op_woct import STAGES_OUT_CHANNELS
-from training.checkpoints.checkpoint import load_checkpoint, load_into_model, load_model_weights, strip_module_prefix
+from training.checkpoints.checkpoint import load_checkpoint, load_into_model, split_weights, strip_module_prefix
 from training.errors import UserError
 
 # main.py's argparse dests for the image sizes, as saved in a checkpoint's "args"
@@ -29,17 +30,24 @@ def infer_arch(state_dict, path):
         path, shape, ", ".join(models.MODEL_NAMES)))
 
 
-def load_model(path, arch=None, ema=False, shuffle_impl=None):
+def note_on_stderr(line):
+    """The tools' way to pass on a note (stdout is theirs for results)."""
+    print(line, file=sys.stderr, flush=True)
+
+
+def load_model(path, arch=None, ema=False, shuffle_impl=None, note=note_on_stderr):
     """(eval-mode model on the CPU, meta) from a main.py checkpoint or a bare state_dict; UserError on bad input.
 
     `meta` is load_model_weights' meta with "arch" always filled in (for a bare state_dict: the inferred width).
     `ema=True` takes the weight average a `--model-ema` run saved beside the model ("model_ema" entry).
     `arch` overrides what the checkpoint says or the weights imply; `shuffle_impl` picks the channel shuffle
-    implementation (None: models' default, by device).
+    implementation (None: models' default, by device). The file's digest is checked (a damaged file is a
+    UserError); `note(line)` hears of a main.py checkpoint without one.
     """
-    state_dict, meta = load_model_weights(path)
+    saved = load_checkpoint(path, note=note)
+    state_dict, meta = split_weights(saved)
     if ema:
-        averaged = load_checkpoint(path).get("model_ema")
+        averaged = saved.get("model_ema")
         if not isinstance(averaged, dict) or not averaged:
             raise UserError("{} has no EMA weights (was it trained with --model-ema?)".format(path))
         state_dict = strip_module_prefix(averaged)

@@ -27,6 +27,7 @@ import time
 
 from training import recipes
 from training.launch import supervisor
+from training.checkpoints.files import make_folder, move_aside
 from training.cli import Parser
 from training.errors import EXIT_USER_ERROR, UserError, run_cli
 
@@ -519,17 +520,13 @@ def set_aside_previous_run(launch, passthrough):
     stamp = time.strftime("%Y%m%d-%H%M%S")
     for index, device_id in enumerate(launch.device_ids):
         folder = launch.output_dir(device_id)
-        os.makedirs(folder, exist_ok=True)
+        make_folder(folder)
         files = [launch.log_path(device_id)] + sorted(glob.glob(os.path.join(folder, recipes.SUMMARY_PATTERN)))
         if index == 0 and not resumes(passthrough):
             files += sorted(glob.glob(os.path.join(folder, "*.pth.tar"))) + [os.path.join(folder, "metrics.jsonl")]
-        files = [path for path in files if os.path.isfile(path)]
-        if not files:
-            continue
-        target = _fresh_folder(os.path.join(folder, "previous-" + stamp))
-        for path in files:
-            os.rename(path, os.path.join(target, os.path.basename(path)))
-        launch.say("the previous run's files in {} were moved to {}".format(folder, target))
+        target = move_aside(folder, files, stamp)
+        if target:
+            launch.say("the previous run's files in {} were moved to {}".format(folder, target))
         removed = remove_old_performance_runs(folder)
         if removed:
             launch.say("removed {} older performance run folder(s) in {} (the last {} are kept): {}".format(
@@ -555,15 +552,6 @@ def _previous_run_order(name):
     """(time stamp, collision number, name): previous-20240102-030405-10 after previous-20240102-030405-9."""
     match = PREVIOUS_FOLDER.match(name)
     return match.group(1), int(match.group(2) or 0), name
-
-
-def _fresh_folder(path):
-    candidate, count = path, 1
-    while os.path.exists(candidate):
-        candidate = "{}-{}".format(path, count)
-        count += 1
-    os.makedirs(candidate)
-    return candidate
 
 
 def write_summary(launch, seconds):

@@ -5,8 +5,15 @@ Used by the ModelZoo launcher (training/launch/modelzoo.py, one main.py per rank
 - `supervise(specs, grace_seconds=20.0)` starts one process per `ProcessSpec`, each in its own process group (so
   the final SIGKILL reaches its data loader workers too), with its output in `log_path` (or on this process's
   stdout/stderr), its CPU affinity set to `cpus`. When one exits non-zero, the others get SIGTERM and,
-  `grace_seconds` later, SIGKILL; one line `error: process R of W exited with code C: <R's own last error line>`
-  goes to stderr. Ctrl-C / SIGTERM of the supervisor are forwarded the same way and give exit code 130.
+  `grace_seconds` later, SIGKILL; one line goes to stderr: `error: process R of W exited with code C: <R's own error
+  line>` (its last `error: ...` line, else the first exception line of its last traceback, torch's `[rankN]: `
+  prefixes removed). When that process timed out waiting for the others (a collective or --dist-timeout), the
+  line names the processes still running then, the ones that stopped answering: `error: process 1 of 2 stopped
+  answering (stopped by a signal, e.g. SIGSTOP); process 0 timed out waiting for it and exited with code 1: ...`.
+  A process killed by signal N is reported as such and counts as exit code 128+N, as shells do.
+  Ctrl-C / SIGTERM of the supervisor are forwarded the same way and give exit code 130.
+- Processes writing to this process's stderr (no `log_path`): their lines are passed on, except their `error:` lines
+  (the supervisor reports the one that matters once) and their tracebacks.
 - Children die with the supervisor even when it is SIGKILLed: on Linux through PR_SET_PDEATHSIG (set in the child
   before exec), elsewhere through a small watchdog process that kills them once the supervisor is gone.
 
@@ -33,9 +40,17 @@ receives stdout and stderr; None: this process's stdout/stderr), `cpus` (CPU ids
 
 POLL_SECONDS = 0.1
 PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+SETTLE_SECONDS = 1.0  # after a first failure, how long the others may take to fail too before one is reported
 # Last-line candidates, best first: our own `error: ...` lines, then a traceback's closing `SomeError: ...` line.
 _ERROR_LINE = re.compile(r"^error: ")
 _EXCEPTION_LINE = re.compile(r"^[\w.]*(Error|Exception|Interrupt)\b.*")
+_RANK_PREFIX = re.compile(r"^\[(?:rank|Rank )?\d+\]:\s?")  # torch >= 2.2 prefixes a rank's traceback lines
+_TRACEBACK_START = "Traceback (most recent call last):"
+_CHAIN_LINES = ("During handling of the above exception, another exception occurred:",
+                "The above exception was the direct cause of the following exception:")
+_SOURCE_PLACE = re.compile(r"\[[^\]\s]+\.(?:cc|cpp|h|hpp):\d+\]\s*")  # torch's C++ file:line in a message
+_TIMED_OUT = re.compile(r"timed? ?out|timeout", re.IGNORECASE)
+_PEER_GONE = re.compile(r"connection (?:closed|reset) by peer|broken pipe|timed? ?out|timeout", re.IGNORECASE)
 _WATCHDOG = """import os, signal, sys, time
 parent, groups = int(sys.argv[1]), [int(pid) for pid in sys.argv[2:]]
 while os.getppid() == parent:
@@ -94,12 +109,50 @@ class _ChildSetup:
                 os.sched_setaffinity(0, chosen)
 
 
+class OutputScanner:
+    """Reads a process's output line by line: what to pass on to the terminal (not its tracebacks) and its error
+    line (its last `error: ...` line, else the first exception line of its last traceback chain)."""
+
+    def __init__(self):
+        self.error = ""
+        self._exception = ""
+        self._in_traceback = False
+        self._after_traceback = False
+
+    def feed(self, line):
+        """Take one line of output (with its newline); True when it may be shown on the terminal."""
+        body = _RANK_PREFIX.sub("", line.rstrip("\r\n"))
+        if _ERROR_LINE.match(body.strip()):
+            self.error = body.strip()
+            return False
+        if body.startswith(_TRACEBACK_START):
+            if not self._after_traceback:  # a new chain, not the next exception of the same one
+                self._exception = ""
+            self._in_traceback, self._after_traceback = True, False
+            return False
+        if self._in_traceback:
+            if body and not body[0].isspace():  # the exception line that closes the traceback
+                self._in_traceback, self._after_traceback = False, True
+                self._exception = self._exception or _SOURCE_PLACE.sub("", body.strip())
+            return False
+        if self._after_traceback and (not body.strip() or body.strip() in _CHAIN_LINES):
+            return False
+        self._after_traceback = False
+        if _EXCEPTION_LINE.match(body.strip()) and not self._exception:  # an exception line outside a traceback
+            self._exception = body.strip()
+        return True
+
+    def error_line(self):
+        """The error line without its `error: ` head ("" when there is none)."""
+        return _ERROR_LINE.sub("", self.error) if self.error else self._exception
+
+
 class _Child:
     """A started process and what it last said that looks like an error."""
 
     def __init__(self, spec, parent_death_signal):
         self.spec = spec
-        self.last_error = ""
+        self.scanner = OutputScanner()
         self._reader = None
         setup = _ChildSetup(os.getpid(), spec.cpus, parent_death_signal)
         if spec.log_path is not None:
@@ -112,31 +165,45 @@ class _Child:
             self._reader.start()
 
     def _tee_stderr(self):
-        """Pass the child's stderr on, except its `error:` lines: the supervisor reports the failing one once."""
+        """Pass the child's stderr on, except its `error:` lines and tracebacks (the supervisor reports the failing
+        process's error once)."""
         for raw in iter(self.popen.stderr.readline, b""):
             line = raw.decode("utf-8", "replace")
-            self._remember(line)
-            if not _ERROR_LINE.match(line.strip()):
+            if self.scanner.feed(line):
                 sys.stderr.write(line)
                 sys.stderr.flush()
 
-    def _remember(self, line):
-        line = line.strip()
-        if _ERROR_LINE.match(line) or (_EXCEPTION_LINE.match(line) and not _ERROR_LINE.match(self.last_error)):
-            self.last_error = line
-
     def error_line(self):
-        """The last `error: ...` line of this process (else the last exception line, else its last line)."""
+        """This process's error line (OutputScanner), else the last line of its log; waits (5 s at most) for the
+        rest of its piped stderr."""
         if self._reader is not None:
             self._reader.join(5)
-        elif self.spec.log_path is not None and os.path.isfile(self.spec.log_path):
-            with open(self.spec.log_path, "rb") as log:
-                lines = log.read().decode("utf-8", "replace").splitlines()
-            for line in lines:
-                self._remember(line)
-            if not self.last_error:
-                self.last_error = next((line.strip() for line in reversed(lines) if line.strip()), "")
-        return _ERROR_LINE.sub("", self.last_error)
+        said, last = self._scan()
+        return said or last
+
+    def error_so_far(self):
+        """The error line found so far, without waiting for more output ("" when none)."""
+        return self._scan()[0]
+
+    def _scan(self):
+        """(error line, last line of the log): from the piped stderr read so far, or from the whole log file."""
+        if self.spec.log_path is None or not os.path.isfile(self.spec.log_path):
+            return self.scanner.error_line(), ""
+        with open(self.spec.log_path, "rb") as log:
+            lines = log.read().decode("utf-8", "replace").splitlines()
+        scanner = OutputScanner()
+        for line in lines:
+            scanner.feed(line)
+        last = next((_RANK_PREFIX.sub("", line).strip() for line in reversed(lines) if line.strip()), "")
+        return scanner.error_line(), last
+
+    def is_stopped(self):
+        """True when the process is stopped (SIGSTOP, SIGTSTP, a debugger); False where /proc cannot tell."""
+        try:
+            with open("/proc/{}/stat".format(self.popen.pid)) as stat:
+                return stat.read().rsplit(")", 1)[1].split()[0] in ("T", "t")
+        except (OSError, IndexError):
+            return False
 
     def signal_group(self, sig):
         """`sig` to the process and its own children (data loader workers); False when nothing was there."""
@@ -229,12 +296,10 @@ def supervise(specs, grace_seconds=20.0):
         stop(children, grace_seconds, first_signal=signals.received)
         code = EXIT_INTERRUPTED
     elif outcome is not None:
+        failed, silent, stopped = settle(children, outcome)
         stop(children, grace_seconds)
-        code = outcome.popen.returncode
-        print("error: process {} of {} exited with code {}: {}".format(
-            children.index(outcome), len(children), code, outcome.error_line() or "no error line in its output"),
-            file=sys.stderr, flush=True)
-        code = code if code > 0 else 1
+        code = exit_code(failed.popen.returncode)
+        print("error: " + failure_line(children, failed, silent, stopped), file=sys.stderr, flush=True)
     else:
         stop(children, grace_seconds)  # reaps nothing new; kills workers a finished rank left behind
         code = 0
@@ -242,3 +307,49 @@ def supervise(specs, grace_seconds=20.0):
         watchdog.kill()
         watchdog.wait()
     return code
+
+
+def exit_code(returncode):
+    """A process's exit status as a shell gives it: its code, or 128+N when signal N killed it."""
+    return 128 - returncode if returncode < 0 else returncode
+
+
+def settle(children, first):
+    """(the failed process to report, the processes that stopped answering, whether all of those are stopped by a
+    signal) once the others had SETTLE_SECONDS to fail as well: an error of a process's own wins over another's
+    lost connection or timeout (which follow from it); when the reported one timed out, the processes still
+    running are the ones it waited for."""
+    deadline = time.monotonic() + SETTLE_SECONDS
+    while time.monotonic() < deadline and any(child.popen.poll() is None for child in children):
+        time.sleep(POLL_SECONDS)
+    failed = [child for child in children if child.popen.poll() not in (None, 0)] or [first]
+    causes = [child for child in failed if not _PEER_GONE.search(child.error_so_far())]
+    reported = first if first in causes or not causes else causes[0]
+    silent = []
+    if _TIMED_OUT.search(reported.error_so_far()):
+        silent = [child for child in children if child.popen.poll() is None]
+    return reported, silent, bool(silent) and all(child.is_stopped() for child in silent)
+
+
+def failure_line(children, failed, silent, stopped):
+    """The one line (without `error: `) that reports the run's failure."""
+    world = len(children)
+    returncode = failed.popen.returncode
+    if returncode < 0:
+        how = "was killed by {} (exit code {})".format(_signal_name(-returncode), exit_code(returncode))
+    else:
+        how = "exited with code {}".format(returncode)
+    said = failed.error_line() or "no error line in its output"
+    if not silent:
+        return "process {} of {} {}: {}".format(children.index(failed), world, how, said)
+    names = ", ".join(str(children.index(child)) for child in silent)
+    why = "stopped by a signal, e.g. SIGSTOP" if stopped else "still running"
+    return "process{} {} of {} stopped answering ({}); process {} timed out waiting and {}: {}".format(
+        "es" if len(silent) > 1 else "", names, world, why, children.index(failed), how, said)
+
+
+def _signal_name(number):
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return "signal {}".format(number)

@@ -10,11 +10,21 @@ Tags and x values (record kinds as in docs/architecture.md, "Logs"):
   has `losses`, train/loss gets each of them at its own step instead of the one `loss`;
 - epoch records: epoch/loss (mean train loss), epoch/lr, epoch/fps at x = epoch;
 - eval records: val/acc1, val/acc5, val/loss at x = epoch, or val_ema/... for the EMA model's (`"ema": true`).
-A value that is missing or not a number is left out. Epoch and eval records are flushed at once, so a crash loses
-at most the step scalars since the last epoch.
+A value that is missing or not a number is left out.
+
+The event file is written by EventFile, in this process: each record's scalars are appended in one write
+(training/checkpoints/files.py append_bytes), so a crash loses nothing already written and a failed write (full
+disk, read-only file system) is one UserError naming the file. (torch's SummaryWriter writes from a background
+thread; with tensorboard <= 2.11, the newest for Python 3.7, a failed write there stops that thread and the run
+then hangs forever on the writer's full queue.)
 """
 import importlib.util
+import io
+import os
+import socket
+import time
 
+from training.checkpoints import files
 from training.errors import UserError
 from training.logs.records import global_step, step_losses
 
@@ -23,6 +33,7 @@ INSTALL_HINT = "--tensorboard needs the tensorboard package: pip install tensorb
 STEP_TAGS = (("lr", "train/lr"), ("acc1", "train/acc1"), ("acc5", "train/acc5"))
 EPOCH_TAGS = (("loss", "epoch/loss"), ("lr", "epoch/lr"), ("fps", "epoch/fps"))
 EVAL_KEYS = ("acc1", "acc5", "loss")
+FILE_VERSION = "brain.Event:2"  # the first event of every event file, as TensorBoard's own writers put it
 
 
 def summary_writer_class():
@@ -38,12 +49,52 @@ def summary_writer_class():
 
 
 def open_tensorboard(log_dir):
-    """torch.utils.tensorboard.SummaryWriter writing event files into `log_dir` (created when missing)."""
-    SummaryWriter = summary_writer_class()
+    """An EventFile writing into `log_dir` (created when missing)."""
+    summary_writer_class()
     try:
-        return SummaryWriter(log_dir=log_dir)
+        os.makedirs(log_dir, exist_ok=True)
     except OSError as exc:
-        raise UserError("cannot write --tensorboard folder {}: {}".format(log_dir, exc.strerror or exc)) from None
+        raise UserError("cannot write --tensorboard folder {}: {}".format(log_dir, files.os_error_reason(exc))) \
+            from None
+    return EventFile(log_dir)
+
+
+class EventFile:
+    """A TensorBoard event file (`events.out.tfevents.<time>.<host>.<pid>.<n>` in `log_dir`) written in this
+    process: add_scalar() collects events in memory, flush() appends them in one write; the writer interface
+    TensorboardSink uses (add_scalar, flush, close)."""
+
+    def __init__(self, log_dir):
+        from tensorboard.compat.proto import event_pb2
+        from tensorboard.summary.writer.record_writer import RecordWriter
+        from torch.utils.tensorboard.summary import scalar
+
+        self.log_dir = log_dir
+        self.path = os.path.join(log_dir, "events.out.tfevents.{:010d}.{}.{}.{}".format(
+            int(time.time()), socket.gethostname(), os.getpid(), id(self)))
+        self._event_class, self._scalar_summary = event_pb2.Event, scalar
+        self._pending = io.BytesIO()
+        self._records = RecordWriter(self._pending)  # TensorBoard's own record framing (length, CRCs) into memory
+        self._add(self._event_class(wall_time=time.time(), file_version=FILE_VERSION))
+        self.flush()
+
+    def _add(self, event):
+        self._records.write(event.SerializeToString())
+
+    def add_scalar(self, tag, value, global_step=0):
+        self._add(self._event_class(wall_time=time.time(), step=int(global_step),
+                                    summary=self._scalar_summary(tag, float(value))))
+
+    def flush(self):
+        """Append the events collected since the last flush (UserError naming the file when the write fails)."""
+        data = self._pending.getvalue()
+        if data:
+            self._pending.seek(0)
+            self._pending.truncate()
+            files.append_bytes(self.path, data)
+
+    def close(self):
+        self.flush()
 
 
 def _scalar(value):
@@ -57,7 +108,8 @@ def _scalar(value):
 
 
 class TensorboardSink:
-    """Writes each metrics.jsonl record to a SummaryWriter (or anything with add_scalar / flush / close)."""
+    """Writes each metrics.jsonl record to an EventFile (or anything with add_scalar / flush / close), each record's
+    scalars flushed together."""
 
     def __init__(self, writer):
         self.writer = writer
@@ -76,6 +128,7 @@ class TensorboardSink:
         elif kind == "eval":
             prefix = "val_ema/" if record.get("ema") else "val/"
             self._write_per_epoch(record, [(key, prefix + key) for key in EVAL_KEYS])
+        self.writer.flush()
 
     def _write_step(self, record):
         for step, loss in step_losses(record):
@@ -90,7 +143,6 @@ class TensorboardSink:
             return
         for key, tag in tags:
             self._add(tag, record.get(key), int(epoch))
-        self.writer.flush()
 
     def close(self):
         self.writer.close()
