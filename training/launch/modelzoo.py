@@ -47,7 +47,7 @@ FORCED_CPU_AMP_ARGS = ["--amp-dtype", "bfloat16"]
 # ModelZoo's dump and profiling switches: accepted so that ModelZoo tooling can call the scripts, no effect here.
 IGNORED_MODELZOO_FLAGS = ("--over_dump", "--over_dump_path", "--data_dump_flag", "--data_dump_step",
                           "--profiling", "--start_step", "--stop_step", "--bin", "--fps_lag")
-# Performance runs on CPU: shrunk so a launch ends in about a minute on a small machine.
+# Performance runs on CPU: shrunk so a launch ends in seconds on a small machine (9 s on 2 cores, docs/benchmarks.md).
 CPU_PERF_BATCH_PER_PROCESS = 8
 CPU_PERF_STEPS = 15
 CPU_PERF_EPOCHS = 1
@@ -419,7 +419,7 @@ class Launch:
             if share > 0 and passthrough_value(self.passthrough, "--warm_up_epochs", "--warmup-epochs") is None:
                 changes["warm_up_epochs"] = CPU_PERF_EPOCHS * min(share, CPU_PERF_MAX_WARM_UP_SHARE)
                 warm_up = ", {:g} epoch(s) of warm-up".format(changes["warm_up_epochs"])
-        self.notes.append("CPU: performance run of batch {}, {} epoch(s) of {} steps{} (about a minute at the "
+        self.notes.append("CPU: performance run of batch {}, {} epoch(s) of {} steps{} (seconds on a 2-core CPU at the "
                           "launcher's sizes); CPU figures, not comparable with NPU/GPU ones".format(
                               batch, changes.get("epochs", options.epochs), steps, warm_up))
         return changes
